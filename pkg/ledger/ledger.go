@@ -1,0 +1,295 @@
+// Package ledger records every run of every job in the ip2a_ops.runs table
+// and enforces "at most one running run per job" across hosts with a partial
+// unique index plus a heartbeat. Each call is a single statement, so it works
+// behind a transaction-pooling proxy: nothing depends on a session that
+// lives as long as the run.
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+)
+
+// Run states.
+const (
+	Running     = "running"
+	Succeeded   = "succeeded"
+	Failed      = "failed"
+	Skipped     = "skipped"
+	Interrupted = "interrupted"
+	Abandoned   = "abandoned"
+)
+
+// Run is one ledger row.
+type Run struct {
+	ID          int64           `json:"id"`
+	Job         string          `json:"job"`
+	Trigger     string          `json:"trigger"`
+	Host        string          `json:"host"`
+	PID         int             `json:"pid"`
+	Args        []string        `json:"args"`
+	StartedAt   time.Time       `json:"started_at"`
+	HeartbeatAt time.Time       `json:"heartbeat_at"`
+	FinishedAt  *time.Time      `json:"finished_at"`
+	State       string          `json:"state"`
+	ExitCode    *int            `json:"exit_code"`
+	Error       string          `json:"error,omitempty"`
+	Summary     json.RawMessage `json:"summary,omitempty"`
+	Slot        *time.Time      `json:"slot,omitempty"`
+}
+
+// Duration is finished minus started, or heartbeat minus started while running.
+func (r Run) Duration() time.Duration {
+	if r.FinishedAt != nil {
+		return r.FinishedAt.Sub(r.StartedAt)
+	}
+	return r.HeartbeatAt.Sub(r.StartedAt)
+}
+
+// Ledger reads and writes the runs table of one schema.
+type Ledger struct {
+	pool  *pgxpool.Pool
+	table string
+}
+
+// New returns a ledger over schema's runs table (the schema must be migrated).
+func New(pool *pgxpool.Pool, schema string) *Ledger {
+	return &Ledger{pool: pool, table: pgx.Identifier{schema, "runs"}.Sanitize()}
+}
+
+// StartParams describe a run about to start.
+type StartParams struct {
+	Job, Trigger, Host string
+	PID                int
+	Args               []string
+	// StaleAfter: a running row whose heartbeat is older than this is marked
+	// abandoned and no longer blocks the job.
+	StaleAfter time.Duration
+	Slot       *time.Time
+}
+
+// BusyError is returned (it wraps exitcode.ErrSkipped) when another run of
+// the job is active; Skipped is the skipped row recorded for this attempt.
+type BusyError struct {
+	Holder  Run
+	Skipped Run
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("%s is already running (run %d on %s pid %d since %s)", e.Holder.Job, e.Holder.ID, e.Holder.Host, e.Holder.PID, e.Holder.StartedAt.UTC().Format(time.RFC3339))
+}
+func (e *BusyError) Unwrap() error { return exitcode.ErrSkipped }
+
+const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot"
+
+func scan(row pgx.Row) (Run, error) {
+	var r Run
+	var args []byte
+	var summary []byte
+	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot)
+	if err != nil {
+		return r, err
+	}
+	if len(args) > 0 {
+		_ = json.Unmarshal(args, &r.Args)
+	}
+	if len(summary) > 0 {
+		r.Summary = json.RawMessage(summary)
+	}
+	return r, nil
+}
+
+// Start claims the job: it marks a stale running row abandoned, then inserts
+// a running row. When another live run holds the job it records a skipped
+// row and returns a *BusyError.
+func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
+	if p.StaleAfter <= 0 {
+		p.StaleAfter = 2 * time.Minute
+	}
+	if p.Args == nil {
+		p.Args = []string{}
+	}
+	argsJSON, _ := json.Marshal(p.Args)
+	for attempt := 0; attempt < 3; attempt++ {
+		if _, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
+			error = 'abandoned: no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (process died or lost the database)'
+			WHERE job = $1 AND state = 'running' AND heartbeat_at < now() - $2::interval`, p.Job, p.StaleAfter.String()); err != nil {
+			return Run{}, fmt.Errorf("ledger: expire stale runs: %w", err)
+		}
+		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot)
+			VALUES ($1, $2, $3, $4, $5, 'running', $6)
+			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
+			p.Job, p.Trigger, p.Host, p.PID, argsJSON, p.Slot))
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Run{}, fmt.Errorf("ledger: start run: %w", err)
+		}
+		holder, err := scan(l.pool.QueryRow(ctx, `SELECT `+cols+` FROM `+l.table+` WHERE job = $1 AND state = 'running'`, p.Job))
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // the holder finished meanwhile; try again
+		}
+		if err != nil {
+			return Run{}, fmt.Errorf("ledger: read active run: %w", err)
+		}
+		busy := &BusyError{Holder: holder}
+		skipped, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot)
+			VALUES ($1, $2, $3, $4, $5, 'skipped', now(), $6, $7, $8) RETURNING `+cols,
+			p.Job, p.Trigger, p.Host, p.PID, argsJSON, exitcode.Skipped, busy.Error(), p.Slot))
+		if err != nil {
+			return Run{}, fmt.Errorf("ledger: record skipped run: %w", err)
+		}
+		busy.Skipped = skipped
+		return Run{}, busy
+	}
+	return Run{}, errors.New("ledger: could not claim the job after 3 attempts")
+}
+
+// ErrLostClaim is returned by Heartbeat when the run's row is no longer
+// running (another process marked it abandoned): the job must stop.
+var ErrLostClaim = errors.New("run is no longer marked running in the ledger")
+
+// Heartbeat refreshes the run's heartbeat, and stores summary when non-nil
+// so a run that dies later still shows its progress.
+func (l *Ledger) Heartbeat(ctx context.Context, id int64, summary any) error {
+	var tag pgconn.CommandTag
+	var err error
+	if summary != nil {
+		b, merr := json.Marshal(summary)
+		if merr != nil {
+			return fmt.Errorf("ledger: encode summary: %w", merr)
+		}
+		tag, err = l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now(), summary = $2 WHERE id = $1 AND state = 'running'`, id, b)
+	} else {
+		tag, err = l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now() WHERE id = $1 AND state = 'running'`, id)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: heartbeat: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrLostClaim
+	}
+	return nil
+}
+
+// Finish records the end of a run.
+func (l *Ledger) Finish(ctx context.Context, id int64, state string, exitCode int, errText string, summary any) error {
+	var b []byte
+	if summary != nil {
+		var err error
+		if b, err = json.Marshal(summary); err != nil {
+			return fmt.Errorf("ledger: encode summary: %w", err)
+		}
+	}
+	var errArg any
+	if errText != "" {
+		errArg = errText
+	}
+	_, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = $2, exit_code = $3, error = $4,
+		summary = coalesce($5, summary), finished_at = now(), heartbeat_at = now() WHERE id = $1`, id, state, exitCode, errArg, b)
+	if err != nil {
+		return fmt.Errorf("ledger: finish run %d: %w", id, err)
+	}
+	return nil
+}
+
+// Get returns one run; a missing id wraps pgx.ErrNoRows.
+func (l *Ledger) Get(ctx context.Context, id int64) (Run, error) {
+	r, err := scan(l.pool.QueryRow(ctx, `SELECT `+cols+` FROM `+l.table+` WHERE id = $1`, id))
+	if err != nil {
+		return r, fmt.Errorf("ledger: run %d: %w", id, err)
+	}
+	return r, nil
+}
+
+// HistoryFilter selects runs for History. Zero values mean all jobs, 20 rows.
+type HistoryFilter struct {
+	Job   string
+	State string
+	Limit int
+}
+
+// History returns runs newest first.
+func (l *Ledger) History(ctx context.Context, f HistoryFilter) ([]Run, error) {
+	if f.Limit <= 0 {
+		f.Limit = 20
+	}
+	rows, err := l.pool.Query(ctx, `SELECT `+cols+` FROM `+l.table+`
+		WHERE ($1 = '' OR job = $1) AND ($2 = '' OR state = $2) ORDER BY started_at DESC, id DESC LIMIT $3`, f.Job, f.State, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: history: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Run, error) { return scan(r) })
+	if err != nil {
+		return nil, fmt.Errorf("ledger: history: %w", err)
+	}
+	return out, nil
+}
+
+// JobStatus summarises one job for `jobs status`.
+type JobStatus struct {
+	Job         string     `json:"job"`
+	LastRun     *Run       `json:"last_run"`
+	LastSuccess *time.Time `json:"last_success"`
+	Running     *Run       `json:"running"`
+	Runs        int64      `json:"runs"`
+	Failures    int64      `json:"failures"`
+}
+
+// Status returns one entry per job that has ever run, by job name.
+func (l *Ledger) Status(ctx context.Context) ([]JobStatus, error) {
+	rows, err := l.pool.Query(ctx, `SELECT job, count(*), count(*) FILTER (WHERE state IN ('failed', 'abandoned', 'interrupted')),
+		max(finished_at) FILTER (WHERE state = 'succeeded'),
+		(SELECT id FROM `+l.table+` r2 WHERE r2.job = r.job AND r2.state <> 'skipped' ORDER BY started_at DESC, id DESC LIMIT 1),
+		(SELECT id FROM `+l.table+` r3 WHERE r3.job = r.job AND r3.state = 'running' LIMIT 1)
+		FROM `+l.table+` r GROUP BY job ORDER BY job`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: status: %w", err)
+	}
+	type agg struct {
+		st            JobStatus
+		last, running *int64
+	}
+	var aggs []agg
+	for rows.Next() {
+		var a agg
+		if err := rows.Scan(&a.st.Job, &a.st.Runs, &a.st.Failures, &a.st.LastSuccess, &a.last, &a.running); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: status: %w", err)
+		}
+		aggs = append(aggs, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: status: %w", err)
+	}
+	out := make([]JobStatus, 0, len(aggs))
+	for _, a := range aggs {
+		if a.last != nil {
+			r, err := l.Get(ctx, *a.last)
+			if err != nil {
+				return nil, err
+			}
+			a.st.LastRun = &r
+		}
+		if a.running != nil {
+			r, err := l.Get(ctx, *a.running)
+			if err != nil {
+				return nil, err
+			}
+			a.st.Running = &r
+		}
+		out = append(out, a.st)
+	}
+	return out, nil
+}

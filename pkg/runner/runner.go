@@ -1,0 +1,254 @@
+// Package runner runs any job the same way, whatever started it: it claims
+// the job in the ledger (one active run per job across hosts), keeps a
+// heartbeat, turns panics into failed runs, enforces a maximum runtime, and
+// records the outcome with its exit code and summary. It knows nothing of
+// particular jobs.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/ledger"
+)
+
+// Runner holds what every run needs. Zero durations mean defaults.
+type Runner struct {
+	Ledger *ledger.Ledger
+	Logger *slog.Logger
+	Host   string
+	PID    int
+	// HeartbeatEvery is how often a running job proves it is alive (15s).
+	HeartbeatEvery time.Duration
+	// StaleAfter is when a silent running row counts as abandoned (2m).
+	StaleAfter time.Duration
+}
+
+// Spec describes one run.
+type Spec struct {
+	Job     string
+	Trigger string
+	Args    []string // already redacted
+	Slot    *time.Time
+	// MaxRuntime, when > 0, cancels the job past it; the run is recorded failed.
+	MaxRuntime time.Duration
+}
+
+// Run is handed to a job function.
+type Run struct {
+	ID     int64
+	Job    string
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	summary any
+}
+
+// SetSummary records the job's progress so far; it is written with the next
+// heartbeat, so a run that dies still shows what it had done.
+func (r *Run) SetSummary(v any) {
+	r.mu.Lock()
+	r.summary = v
+	r.mu.Unlock()
+}
+
+func (r *Run) takeSummary() any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.summary
+}
+
+// Func is a job body. Its summary is stored in the ledger even when err is
+// not nil. Wrap exitcode.ErrProblems in err for "ran and found problems".
+type Func func(ctx context.Context, run *Run) (summary any, err error)
+
+// Report is the outcome of one run.
+type Report struct {
+	RunID    int64         `json:"run_id"`
+	Job      string        `json:"job"`
+	State    string        `json:"state"`
+	ExitCode int           `json:"exit_code"`
+	Duration time.Duration `json:"-"`
+	Seconds  float64       `json:"duration_seconds"`
+	Summary  any           `json:"summary,omitempty"`
+	Err      error         `json:"-"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// ErrMaxRuntime is the cause recorded when a run exceeds Spec.MaxRuntime.
+var ErrMaxRuntime = errors.New("exceeded its maximum runtime")
+
+// Execute runs fn under the ledger. The returned Report always has an exit
+// code; Report.Err is nil only on success.
+func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
+	hb := rn.HeartbeatEvery
+	if hb <= 0 {
+		hb = 15 * time.Second
+	}
+	stale := rn.StaleAfter
+	if stale <= 0 {
+		stale = 2 * time.Minute
+	}
+	if stale < 2*hb {
+		stale = 2 * hb
+	}
+	logger := rn.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	rep := Report{Job: spec.Job}
+	started := time.Now()
+	finish := func(state string, err error) Report {
+		rep.State, rep.Err = state, err
+		rep.ExitCode = exitcode.Code(err)
+		if state == ledger.Interrupted {
+			rep.ExitCode = exitcode.Interrupted
+		}
+		if err != nil {
+			rep.Error = dbconn.Redact(err.Error())
+		}
+		rep.Duration = time.Since(started)
+		rep.Seconds = rep.Duration.Seconds()
+		return rep
+	}
+
+	row, err := rn.Ledger.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot})
+	if err != nil {
+		var busy *ledger.BusyError
+		if errors.As(err, &busy) {
+			rep.RunID = busy.Skipped.ID
+			logger.Warn("skipped: another run is active", "job", spec.Job, "run_id", busy.Skipped.ID, "holder_run_id", busy.Holder.ID, "holder_host", busy.Holder.Host)
+			return finish(ledger.Skipped, err)
+		}
+		if ctx.Err() != nil {
+			return finish(ledger.Interrupted, ctx.Err())
+		}
+		return finish(ledger.Failed, err)
+	}
+	rep.RunID = row.ID
+	log := logger.With("job", spec.Job, "run_id", row.ID)
+	if spec.Slot != nil {
+		log = log.With("slot", spec.Slot.UTC().Format(time.RFC3339))
+	}
+	log.Info("run started", "trigger", spec.Trigger)
+
+	jobCtx, cancelJob := context.WithCancelCause(ctx)
+	defer cancelJob(nil)
+	if spec.MaxRuntime > 0 {
+		var cancelT context.CancelFunc
+		jobCtx, cancelT = context.WithTimeoutCause(jobCtx, spec.MaxRuntime, fmt.Errorf("%s %w (%s)", spec.Job, ErrMaxRuntime, spec.MaxRuntime))
+		defer cancelT()
+	}
+	run := &Run{ID: row.ID, Job: spec.Job, Logger: log}
+
+	// The heartbeat is its own goroutine with its own context so a job that
+	// blocks in a long statement still proves it is alive.
+	hbDone := make(chan struct{})
+	hbStop := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbStop:
+				return
+			case <-t.C:
+				hctx, c := context.WithTimeout(context.WithoutCancel(ctx), hb)
+				err := rn.Ledger.Heartbeat(hctx, row.ID, run.takeSummary())
+				c()
+				if errors.Is(err, ledger.ErrLostClaim) {
+					log.Error("lost the job's claim in the ledger; stopping")
+					cancelJob(err)
+					return
+				} else if err != nil {
+					log.Warn("heartbeat failed", "error", dbconn.Redact(err.Error()))
+				}
+			}
+		}
+	}()
+
+	summary, jobErr := safeCall(jobCtx, run, fn)
+	close(hbStop)
+	<-hbDone
+	if summary == nil {
+		summary = run.takeSummary()
+	}
+	rep.Summary = summary
+
+	state := ledger.Succeeded
+	switch {
+	case jobErr == nil:
+	case ctx.Err() != nil:
+		state = ledger.Interrupted
+		jobErr = fmt.Errorf("interrupted: %w", jobErr)
+	case errors.Is(context.Cause(jobCtx), ErrMaxRuntime):
+		state = ledger.Failed
+		jobErr = fmt.Errorf("%w: %v", context.Cause(jobCtx), jobErr)
+	case errors.Is(jobErr, exitcode.ErrProblems):
+		state = ledger.Succeeded
+	default:
+		state = ledger.Failed
+		if errors.Is(jobErr, context.Canceled) {
+			// Cancelled by something other than the caller (lost claim):
+			// not an interruption by a signal.
+			jobErr = fmt.Errorf("%w (%v)", jobErr, context.Cause(jobCtx))
+			jobErr = errorWithCode{jobErr, exitcode.Failed}
+		}
+	}
+	rep = finish(state, jobErr)
+	fctx, c := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer c()
+	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
+		log.Error("could not record the end of the run", "error", dbconn.Redact(err.Error()))
+		if rep.Err == nil {
+			return finish(ledger.Failed, err)
+		}
+	}
+	level := slog.LevelInfo
+	if rep.ExitCode != 0 {
+		level = slog.LevelError
+	}
+	log.Log(ctx, level, "run finished", "state", rep.State, "exit_code", rep.ExitCode, "duration_s", rep.Seconds, "error", rep.Error)
+	return rep
+}
+
+type errorWithCode struct {
+	error
+	code int
+}
+
+func (e errorWithCode) ExitCode() int { return e.code }
+func (e errorWithCode) Unwrap() error { return e.error }
+
+func finishWithRetry(ctx context.Context, l *ledger.Ledger, id int64, rep Report) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = l.Finish(ctx, id, rep.State, rep.ExitCode, rep.Error, rep.Summary); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(200*(i+1)) * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func safeCall(ctx context.Context, run *Run, fn Func) (summary any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			run.Logger.Error("job panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("job panicked: %v", p)
+		}
+	}()
+	return fn(ctx, run)
+}
