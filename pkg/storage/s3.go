@@ -102,9 +102,14 @@ func NewS3(cfg Config) (*S3, error) {
 	}, nil
 }
 
-// String returns "s3://bucket/prefix at scheme://host"; never credentials.
+// String returns "s3://bucket/prefix at scheme://host" ("s3://bucket at ..."
+// without a prefix); never credentials.
 func (s *S3) String() string {
-	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/") + " at " + s.endpoint
+	u := "s3://" + s.bucket
+	if s.prefix != "" {
+		u += "/" + strings.TrimSuffix(s.prefix, "/")
+	}
+	return u + " at " + s.endpoint
 }
 
 func (s *S3) object(key string) string { return s.prefix + key }
