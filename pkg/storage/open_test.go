@@ -26,21 +26,22 @@ func TestOpen(t *testing.T) {
 		{name: "s3 URL overrides bucket", cfg: func() storage.Config { c := with(s3, "s3://from-url"); c.Bucket = "from-env"; return c }(), wantString: "s3://from-url at https://s3.example.net:9000"},
 		{name: "bucket without URL", cfg: func() storage.Config { c := s3; c.Bucket = "ip2a-audit-archive"; c.Prefix = "/audit/"; return c }(), wantString: "s3://ip2a-audit-archive/audit at https://s3.example.net:9000"},
 		{name: "host:port endpoint insecure", cfg: func() storage.Config {
-			c := with(s3, "s3://b")
+			c := with(s3, "s3://bkt")
 			c.Endpoint, c.Insecure = "minio:9000", true
 			return c
-		}(), wantString: "s3://b at http://minio:9000"},
-		{name: "no endpoint is AWS", cfg: func() storage.Config { c := with(s3, "s3://b/p"); c.Endpoint = ""; return c }(), wantString: "s3://b/p at https://s3.amazonaws.com"},
+		}(), wantString: "s3://bkt at http://minio:9000"},
+		{name: "no endpoint is AWS", cfg: func() storage.Config { c := with(s3, "s3://bkt/p"); c.Endpoint = ""; return c }(), wantString: "s3://bkt/p at https://s3.amazonaws.com"},
 		{name: "nothing configured", cfg: storage.Config{}, wantErr: "no storage URL or bucket configured"},
 		{name: "s3 URL without bucket", cfg: with(s3, "s3:///x"), wantErr: "want s3://bucket[/prefix]"},
 		{name: "relative file URL", cfg: storage.Config{URL: "file://relative/dir"}, wantErr: "want file:///absolute/path"},
 		{name: "unknown scheme", cfg: storage.Config{URL: "gs://bucket"}, wantErr: "unsupported scheme"},
-		{name: "missing access key", cfg: func() storage.Config { c := with(s3, "s3://b"); c.AccessKey = ""; return c }(), wantErr: "AccessKey: required"},
-		{name: "missing secret", cfg: func() storage.Config { c := with(s3, "s3://b"); c.SecretKey = ""; return c }(), wantErr: "SecretKey: required"},
-		{name: "part size too small", cfg: func() storage.Config { c := with(s3, "s3://b"); c.PartSize = 1 << 20; return c }(), wantErr: "PartSize"},
-		{name: "endpoint with path", cfg: func() storage.Config { c := with(s3, "s3://b"); c.Endpoint = "https://h/path"; return c }(), wantErr: "Endpoint: "},
+		{name: "invalid bucket name", cfg: with(s3, "s3://ab"), wantErr: `Bucket "ab"`},
+		{name: "missing access key", cfg: func() storage.Config { c := with(s3, "s3://bkt"); c.AccessKey = ""; return c }(), wantErr: "AccessKey: required"},
+		{name: "missing secret", cfg: func() storage.Config { c := with(s3, "s3://bkt"); c.SecretKey = ""; return c }(), wantErr: "SecretKey: required"},
+		{name: "part size too small", cfg: func() storage.Config { c := with(s3, "s3://bkt"); c.PartSize = 1 << 20; return c }(), wantErr: "PartSize"},
+		{name: "endpoint with path", cfg: func() storage.Config { c := with(s3, "s3://bkt"); c.Endpoint = "https://h/path"; return c }(), wantErr: "Endpoint: "},
 		{name: "endpoint with credentials", cfg: func() storage.Config {
-			c := with(s3, "s3://b")
+			c := with(s3, "s3://bkt")
 			c.Endpoint = "https://user:pw-in-url@h"
 			return c
 		}(), wantErr: "credentials in the endpoint URL"},

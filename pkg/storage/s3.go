@@ -19,6 +19,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 // Part sizes for multipart uploads. Memory per Put is about one part, so the
@@ -62,6 +63,9 @@ var (
 func NewS3(cfg Config) (*S3, error) {
 	if err := cfg.validateS3(); err != nil {
 		return nil, fmt.Errorf("s3 store: %w", err)
+	}
+	if err := s3utils.CheckValidBucketName(cfg.Bucket); err != nil {
+		return nil, fmt.Errorf("s3 store: Bucket %q: %w", cfg.Bucket, err)
 	}
 	host, secure, err := parseEndpoint(cfg.Endpoint, cfg.Insecure)
 	if err != nil {
@@ -403,13 +407,14 @@ func modified(t time.Time) time.Time {
 func (s *S3) fail(op, key string, err error) error {
 	kind, hint, detail := classifyS3(err)
 	msg := "s3 " + op + " " + key + ": "
-	if kind != nil {
-		msg += kind.Error()
-		if hint != "" {
-			msg += ": " + hint
-		}
-		msg += " (" + detail + ")"
-	} else {
+	switch {
+	case kind != nil && hint != "":
+		msg += kind.Error() + ": " + hint + " (" + detail + ")"
+	case kind != nil:
+		msg += kind.Error() + " (" + detail + ")"
+	case hint != "":
+		msg += hint + " (" + detail + ")"
+	default:
 		msg += detail
 	}
 	return &s3Error{msg: msg, kind: kind, cause: err}
@@ -433,6 +438,10 @@ func classifyS3(err error) (kind error, hint, detail string) {
 		case minio.AccessDenied, minio.InvalidAccessKeyID, "SignatureDoesNotMatch", "InvalidToken",
 			"ExpiredToken", "AccountProblem", "AllAccessDisabled":
 			return ErrAccessDenied, "check S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY and the key's permissions on the bucket", detail
+		case "InvalidRequest":
+			if strings.Contains(strings.ToLower(resp.Message), "object lock") {
+				return nil, "retention needs a bucket created with Object Lock enabled", detail
+			}
 		}
 		return nil, "", detail
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -209,4 +212,21 @@ func TestS3String(t *testing.T) {
 	require.NotContains(t, st.String(), cfg.SecretKey)
 	require.NotContains(t, cfg.String(), cfg.SecretKey)
 	require.Contains(t, cfg.String(), "secret_key=REDACTED")
+}
+
+// TestS3ObjectLockMissingHint replays the answer AWS gives to a retention
+// request on a bucket without Object Lock, which the test server cannot
+// produce, and checks the error says what to fix.
+func TestS3ObjectLockMissingHint(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidRequest</Code><Message>Bucket is missing Object Lock Configuration</Message></Error>`)
+	}))
+	t.Cleanup(srv.Close)
+	st := openS3(t, storage.Config{URL: "s3://bkt/p", Endpoint: srv.URL, Region: "us-east-1", AccessKey: "ak", SecretKey: "sk", PathStyle: true})
+	_, err := st.Put(t.Context(), "k", strings.NewReader("x"), storage.PutOptions{RetainUntil: time.Now().Add(time.Hour)})
+	require.EqualError(t, err, "s3 put k: retention needs a bucket created with Object Lock enabled (InvalidRequest: Bucket is missing Object Lock Configuration)")
 }

@@ -314,6 +314,7 @@ func TestContractStreamingMemoryBounded(t *testing.T) {
 		info, err := h.store.Put(t.Context(), "stream/20MiB", src, storage.PutOptions{})
 		require.NoError(t, err)
 		require.Equal(t, int64(size), info.Size)
+		t.Logf("read ahead of what was written: max %d bytes, bound %d", maxAhead, h.readAhead)
 		require.LessOrEqual(t, maxAhead, h.readAhead, "read ahead of what was written")
 		require.Equal(t, src.sum(), sha(get(t, h.store, "stream/20MiB")))
 	})
