@@ -35,10 +35,16 @@ var server struct {
 // func TestMain(m *testing.M) { pgtest.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
+
+// Stop stops a cluster the harness started (a no-op otherwise). Call it
+// when the test binary is done, if you cannot use Main.
+func Stop() {
 	if server.cluster != nil {
 		_ = server.cluster.Stop()
 	}
-	os.Exit(code)
 }
 
 // AdminURL returns a superuser connection string to the test server's
@@ -90,34 +96,53 @@ func ping(ctx context.Context, u string) error {
 // The database is dropped (forcing off other sessions) when the test ends.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	admin := AdminURL(t)
+	url, drop, err := CreateDatabase(context.Background(), AdminURL(t))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Logf("%v", err)
+		}
+	})
+	return url
+}
+
+// CreateDatabase creates an empty database on the server admin points at
+// and returns its URL and a function that drops it.
+func CreateDatabase(ctx context.Context, admin string) (string, func() error, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "ip2a_test_" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		t.Fatalf("connect to test server: %v", err)
+		return "", nil, fmt.Errorf("connect to test server: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		t.Fatalf("create test database: %v", err)
+		return "", nil, fmt.Errorf("create test database: %w", err)
 	}
-	t.Cleanup(func() {
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("parse admin URL: %w", err)
+	}
+	u.Path = "/" + name
+	drop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		c, err := pgx.Connect(ctx, admin)
 		if err != nil {
-			t.Logf("drop test database %s: %v", name, err)
-			return
+			return fmt.Errorf("drop test database %s: %w", name, err)
 		}
 		defer c.Close(ctx)
 		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("drop test database %s: %v", name, err)
+			return fmt.Errorf("drop test database %s: %w", name, err)
 		}
-	})
-	return WithDatabase(t, admin, name)
+		return nil
+	}
+	return u.String(), drop, nil
 }
 
 // WithDatabase returns u with its database name replaced by db.

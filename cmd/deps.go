@@ -1,0 +1,187 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/ledger"
+	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/storage"
+)
+
+// globalFlags are the persistent flags every command has.
+type globalFlags struct {
+	databaseURL    string
+	logFormat      string
+	logLevel       string
+	json           bool
+	trigger        string
+	schema         string
+	autoMigrate    bool
+	maxRuntime     time.Duration
+	heartbeat      time.Duration
+	staleAfter     time.Duration
+	connectTimeout time.Duration
+}
+
+// deps is what every command shares: output streams, environment, clock,
+// logger, and lazily opened database and storage (so --help never dials).
+type deps struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+	g              globalFlags
+	logger         *slog.Logger
+	ran            bool
+
+	pool     *pgxpool.Pool
+	url      string
+	migrated bool
+	stores   map[string]storage.Store
+}
+
+func newDeps(env Env) *deps {
+	stdin := env.Stdin
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	return &deps{stdin: stdin, stdout: env.Stdout, stderr: env.Stderr, getenv: env.Getenv, now: env.Now,
+		logger: slog.New(slog.DiscardHandler), stores: map[string]storage.Store{}}
+}
+
+func (d *deps) close() {
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}
+
+// setupLogger builds the stderr logger: text on a terminal, JSON otherwise,
+// unless --log-format says which.
+func (d *deps) setupLogger() error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(d.g.logLevel)); err != nil {
+		return exitcode.Usagef("--log-level debug|info|warn|error", "invalid log level %q", d.g.logLevel)
+	}
+	format := d.g.logFormat
+	if format == "" || format == "auto" {
+		format = "json"
+		if f, ok := d.stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "text"
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		d.logger = slog.New(slog.NewTextHandler(d.stderr, opts))
+	case "json":
+		d.logger = slog.New(slog.NewJSONHandler(d.stderr, opts))
+	default:
+		return exitcode.Usagef("--log-format text|json", "invalid log format %q", d.g.logFormat)
+	}
+	return nil
+}
+
+// dbURL resolves the connection string (flag > DATABASE_URL > PG*).
+func (d *deps) dbURL() (string, error) {
+	u, _, err := dbconn.Resolve(d.g.databaseURL, d.getenv)
+	if err != nil {
+		return "", &exitcode.UsageError{Err: err, Hint: "ip2a-ops --database-url postgres://user:pass@host:5432/ip2a ...   (or ip2a-ops demo for a throwaway database)"}
+	}
+	return u, nil
+}
+
+// db opens the app database once.
+func (d *deps) db(ctx context.Context) (*pgxpool.Pool, error) {
+	if d.pool != nil {
+		return d.pool, nil
+	}
+	u, err := d.dbURL()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := dbconn.Open(ctx, u, dbconn.Options{MaxConns: 8, ConnectTimeout: d.g.connectTimeout})
+	if err != nil {
+		return nil, err
+	}
+	d.pool, d.url = pool, u
+	return pool, nil
+}
+
+// opsDB opens the database and makes sure ip2a-ops's schema is current,
+// creating it when --auto-migrate is on; otherwise a missing schema is a
+// configuration error (exit 2) that says how to create it.
+func (d *deps) opsDB(ctx context.Context) (*pgxpool.Pool, error) {
+	pool, err := d.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if d.migrated {
+		return pool, nil
+	}
+	if err := migrate.ValidateSchema(d.g.schema); err != nil {
+		return nil, err
+	}
+	if d.g.autoMigrate {
+		res, err := migrate.Up(ctx, pool, d.g.schema)
+		if err != nil {
+			return nil, err
+		}
+		if len(res.Applied) > 0 {
+			d.logger.Info("created ip2a-ops schema", "schema", res.Schema, "version", res.To)
+		}
+	} else if err := migrate.Check(ctx, pool, d.g.schema); err != nil {
+		return nil, err
+	}
+	d.migrated = true
+	return pool, nil
+}
+
+// ledger returns the run ledger (the schema must be current).
+func (d *deps) ledger(ctx context.Context) (*ledger.Ledger, error) {
+	pool, err := d.opsDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.New(pool, d.g.schema), nil
+}
+
+// storage opens (once per URL) the store cfg describes.
+func (d *deps) storage(ctx context.Context, cfg storage.Config) (storage.Store, error) {
+	key := fmt.Sprintf("%+v", cfg)
+	if s, ok := d.stores[key]; ok {
+		return s, nil
+	}
+	s, err := storage.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.stores[key] = s
+	return s, nil
+}
+
+// trigger is --trigger, or what the environment says started us.
+func (d *deps) trigger() string {
+	if d.g.trigger != "" {
+		return d.g.trigger
+	}
+	return runner.DetectTrigger(d.getenv, runner.ParentName())
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

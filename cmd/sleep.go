@@ -1,0 +1,45 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ip2a/ip2a-ops/pkg/runner"
+)
+
+type sleepResult struct {
+	Slept float64 `json:"slept_seconds"`
+}
+
+// newSleepJobCmd is a job that only waits: it exercises the runner, ledger,
+// locks and signals without touching data (tests, the daemon demo, and
+// checking a deployment's scheduling end to end).
+func newSleepJobCmd(d *deps) *cobra.Command {
+	var dur time.Duration
+	var name string
+	c := &cobra.Command{
+		Use:    "sleep-job",
+		Short:  "A job that only waits (for testing schedules, locks and signals)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			return execute(ctx, d, c, name, func(ctx context.Context, run *runner.Run) (sleepResult, error) {
+				start := time.Now()
+				select {
+				case <-time.After(dur):
+					return sleepResult{Slept: time.Since(start).Seconds()}, nil
+				case <-ctx.Done():
+					return sleepResult{Slept: time.Since(start).Seconds()}, ctx.Err()
+				}
+			}, func(w io.Writer, r sleepResult) { fmt.Fprintf(w, "slept %.1fs\n", r.Slept) })
+		},
+	}
+	c.Flags().DurationVar(&dur, "for", time.Second, "how long to wait")
+	c.Flags().StringVar(&name, "job-name", "sleep", "job name to record in the ledger")
+	return c
+}
