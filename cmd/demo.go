@@ -64,7 +64,10 @@ printed before it runs), and remove everything on exit.
 commands against it: export DATABASE_URL=<url>.
 
 Exit codes: 0 every step ran, 1 a step failed, 2 no PostgreSQL binaries
-(install the Debian package postgresql), 130 interrupted.`,
+(install the Debian package postgresql), 130 interrupted.
+
+Environment: IP2A_OPS_PG_BIN names the directory of initdb and pg_ctl when
+they are elsewhere.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runDemo(c.Context(), d, o) },
 	}
@@ -79,12 +82,17 @@ func runDemo(ctx context.Context, d *deps, o demoOptions) error {
 	if err := gen.Validate(); err != nil {
 		return exitcode.Usagef("--schema-generation newer|older", "%v", err)
 	}
-	if _, err := pgcluster.FindBinDir(0); err != nil {
+	binDir := d.getenv("IP2A_OPS_PG_BIN")
+	if binDir != "" {
+		if _, err := os.Stat(filepath.Join(binDir, "initdb")); err != nil {
+			return &exitcode.UsageError{Err: fmt.Errorf("IP2A_OPS_PG_BIN=%s: %w", binDir, pgcluster.ErrNoBinaries), Hint: "apt-get install postgresql   (then run ip2a-ops demo again)"}
+		}
+	} else if _, err := pgcluster.FindBinDir(0); err != nil {
 		return &exitcode.UsageError{Err: err, Hint: "apt-get install postgresql   (then run ip2a-ops demo again)"}
 	}
 	out := d.stdout
 	fmt.Fprintln(out, "==> starting a throwaway PostgreSQL cluster")
-	cl, err := pgcluster.Start(ctx, pgcluster.Options{})
+	cl, err := pgcluster.Start(ctx, pgcluster.Options{BinDir: binDir})
 	if err != nil {
 		return fmt.Errorf("start demo cluster: %w", err)
 	}

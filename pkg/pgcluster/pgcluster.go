@@ -103,7 +103,14 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Dir != "" {
 		c.root = opts.Dir
 	} else {
-		d, err := os.MkdirTemp("", "ip2a-ops-pg-")
+		// As root the server runs as another user, who must be able to
+		// reach the directory: $TMPDIR may sit inside a private one (go
+		// test, testscript), while /tmp is open to all.
+		parent := ""
+		if os.Geteuid() == 0 {
+			parent = "/tmp"
+		}
+		d, err := os.MkdirTemp(parent, "ip2a-ops-pg-")
 		if err != nil {
 			return nil, fmt.Errorf("create cluster directory: %w", err)
 		}
