@@ -44,6 +44,7 @@ type deps struct {
 	getenv         func(string) string
 	now            func() time.Time
 	g              globalFlags
+	notify         notifyFlags
 	logger         *slog.Logger
 	ran            bool
 

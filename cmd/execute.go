@@ -40,7 +40,7 @@ func execute[T any](ctx context.Context, d *deps, c *cobra.Command, job string, 
 	if err != nil {
 		return err
 	}
-	rn := &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat, StaleAfter: d.g.staleAfter}
+	rn := &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat, StaleAfter: d.g.staleAfter, Notifier: d.runNotifier()}
 	var res T
 	var ran bool
 	rep := rn.Execute(ctx, runner.Spec{Job: job, Trigger: d.trigger(), Args: runner.RedactArgs(os.Args[1:]), MaxRuntime: d.g.maxRuntime},

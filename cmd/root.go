@@ -76,6 +76,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newCleanupCmd(d),
 		newDemoCmd(d),
 		newSleepJobCmd(d),
+		newNotifyCmd(d, pf),
 	)
 	return root
 }

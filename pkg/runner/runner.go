@@ -29,6 +29,56 @@ type Runner struct {
 	HeartbeatEvery time.Duration
 	// StaleAfter is when a silent running row counts as abandoned (2m).
 	StaleAfter time.Duration
+	// Notifier, when set, hears of each run's start and end (pings, alerts).
+	// It cannot fail or hold up a job: the start is told concurrently with
+	// the job, the end after the ledger has it, and a panic in it is logged.
+	Notifier Notifier
+}
+
+// Notifier is told about runs. RunStarted is not called for skipped runs;
+// RunFinished is also called, with RunID 0, when the run could not even be
+// recorded (database down), since that is an outage someone must hear of.
+type Notifier interface {
+	RunStarted(ctx context.Context, ev Event)
+	RunFinished(ctx context.Context, ev Event)
+}
+
+// Event describes a run to a Notifier. FinishedAt, State, ExitCode, Error
+// and Duration are zero at start.
+type Event struct {
+	RunID      int64
+	Job        string
+	Trigger    string
+	Host       string
+	State      string
+	ExitCode   int
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Duration   time.Duration
+}
+
+// notifyTimeout bounds how long the end of a run waits for its notifier.
+const notifyTimeout = time.Minute
+
+func (rn *Runner) notify(ctx context.Context, log *slog.Logger, finished bool, ev Event) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("notifier panicked", "panic", fmt.Sprint(p))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
+	defer cancel()
+	if finished {
+		rn.Notifier.RunFinished(ctx, ev)
+	} else {
+		rn.Notifier.RunStarted(ctx, ev)
+	}
+}
+
+func (rn *Runner) finishedEvent(spec Spec, rep Report, started time.Time) Event {
+	return Event{RunID: rep.RunID, Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, State: rep.State, ExitCode: rep.ExitCode,
+		Error: rep.Error, StartedAt: started, FinishedAt: started.Add(rep.Duration), Duration: rep.Duration}
 }
 
 // Spec describes one run.
@@ -130,7 +180,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		if ctx.Err() != nil {
 			return finish(ledger.Interrupted, ctx.Err())
 		}
-		return finish(ledger.Failed, err)
+		rep = finish(ledger.Failed, err)
+		if rn.Notifier != nil {
+			rn.notify(ctx, logger.With("job", spec.Job), true, rn.finishedEvent(spec, rep, started))
+		}
+		return rep
 	}
 	rep.RunID = row.ID
 	log := logger.With("job", spec.Job, "run_id", row.ID)
@@ -138,6 +192,15 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		log = log.With("slot", spec.Slot.UTC().Format(time.RFC3339))
 	}
 	log.Info("run started", "trigger", spec.Trigger)
+	startNotified := make(chan struct{})
+	if rn.Notifier != nil {
+		go func() {
+			defer close(startNotified)
+			rn.notify(ctx, log, false, Event{RunID: row.ID, Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, State: ledger.Running, StartedAt: started})
+		}()
+	} else {
+		close(startNotified)
+	}
 
 	jobCtx, cancelJob := context.WithCancelCause(ctx)
 	defer cancelJob(nil)
@@ -209,7 +272,7 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
 		log.Error("could not record the end of the run", "error", dbconn.Redact(err.Error()))
 		if rep.Err == nil {
-			return finish(ledger.Failed, err)
+			rep = finish(ledger.Failed, err)
 		}
 	}
 	level := slog.LevelInfo
@@ -217,6 +280,10 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		level = slog.LevelError
 	}
 	log.Log(ctx, level, "run finished", "state", rep.State, "exit_code", rep.ExitCode, "duration_s", rep.Seconds, "error", rep.Error)
+	<-startNotified // a start ping must not arrive after the end
+	if rn.Notifier != nil {
+		rn.notify(ctx, log, true, rn.finishedEvent(spec, rep, started))
+	}
 	return rep
 }
 
