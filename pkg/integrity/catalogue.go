@@ -195,7 +195,7 @@ func builtinChecks() []*check {
 			id: "attachment_file_missing", category: catAttachments, severity: Warning, files: true,
 			description: "live file_attachments whose file is missing from the file store (local directory or S3)",
 			needs:       []need{{"file_attachments", []string{"id", "file_path"}}},
-			applies: func(s *schemaInfo) string { return "" },
+			applies:     func(s *schemaInfo) string { return "" },
 			query: func(q *qctx) string {
 				return `SELECT f.id, f.file_path FROM file_attachments f WHERE coalesce(btrim(f.file_path), '') <> ''` + q.notDeleted("file_attachments", "f")
 			},

@@ -20,11 +20,11 @@ func TestCleanFixtureHasNoFindings(t *testing.T) {
 	}{
 		{name: "newer", g: fixture.Newer, skipped: map[string]string{}},
 		{name: "older", g: fixture.Older, skipped: map[string]string{
-			"grant_enrollment_after_grant_end":               "table grant_enrollments does not exist",
-			"grant_enrollment_completion_before_enrollment":  "table grant_enrollments does not exist",
-			"grant_enrollment_outcome_without_date":          "table grant_enrollments does not exist",
-			"grant_enrollment_placement_without_employment":  "table grant_enrollments does not exist; enum type grant_outcome does not exist",
-			"audit_trigger_missing":                          "older schema generation: audit_logs never had immutability triggers",
+			"grant_enrollment_after_grant_end":              "table grant_enrollments does not exist",
+			"grant_enrollment_completion_before_enrollment": "table grant_enrollments does not exist",
+			"grant_enrollment_outcome_without_date":         "table grant_enrollments does not exist",
+			"grant_enrollment_placement_without_employment": "table grant_enrollments does not exist; enum type grant_outcome does not exist",
+			"audit_trigger_missing":                         "older schema generation: audit_logs never had immutability triggers",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
