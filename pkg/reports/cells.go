@@ -1,0 +1,127 @@
+package reports
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/xuri/excelize/v2"
+)
+
+// truncMark ends a cell whose text was longer than a cell can hold.
+const truncMark = " …[truncated]"
+
+// maxTruncRefs bounds how many truncated cells the Notes sheet names.
+const maxTruncRefs = 20
+
+// cellText fits s into one cell: Excel holds at most 32,767 UTF-16 units.
+// Longer text is cut on a character boundary and ends with truncMark; the
+// second result says it was cut.
+func cellText(s string) (string, bool) {
+	if len(s) <= excelize.TotalCellChars/3 || utf16Len(s) <= excelize.TotalCellChars {
+		return s, false
+	}
+	limit := excelize.TotalCellChars - utf16Len(truncMark)
+	n := 0
+	for i, r := range s {
+		w := utf16.RuneLen(r)
+		if w < 0 {
+			w = 1
+		}
+		if n+w > limit {
+			return s[:i] + truncMark, true
+		}
+		n += w
+	}
+	return s, false
+}
+
+func utf16Len(s string) int {
+	n := 0
+	for _, r := range s {
+		if r >= 0x10000 && r <= utf8.MaxRune {
+			n += 2
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n]) + "…"
+}
+
+func truncatedNote(refs []string) string {
+	shown := refs
+	more := ""
+	if len(refs) > maxTruncRefs {
+		shown = refs[:maxTruncRefs]
+		more = fmt.Sprintf(" and %d more", len(refs)-maxTruncRefs)
+	}
+	return fmt.Sprintf("%d cells held text longer than the 32,767 characters a cell allows; they were cut and end with %q: %s%s.",
+		len(refs), strings.TrimSpace(truncMark), strings.Join(shown, ", "), more)
+}
+
+// money turns cents into the number a cell holds. cents/100 as float64 is
+// the double nearest the exact decimal, which is what Excel itself stores
+// for 1234.56, and excelize writes it back as the shortest text, "1234.56".
+func money(cents int64) float64 { return float64(cents) / 100 }
+
+// hourlyWageCents reads placement_wage, free text such as "$18.50/hr",
+// "18.5 per hour" or "$22": the hourly wage in cents, or false when the
+// text is not an hourly amount (a salary, a range, words).
+func hourlyWageCents(s string) (int64, bool) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	for _, suf := range []string{"/hour", "/hr", "/h", " per hour", " an hour", " hourly", "hr"} {
+		if strings.HasSuffix(t, suf) {
+			t = strings.TrimSpace(strings.TrimSuffix(t, suf))
+			break
+		}
+	}
+	t = strings.TrimSpace(strings.TrimPrefix(t, "$"))
+	if t == "" {
+		return 0, false
+	}
+	whole, frac, hasFrac := strings.Cut(t, ".")
+	if whole == "" || len(whole) > 6 || (hasFrac && (len(frac) == 0 || len(frac) > 2)) {
+		return 0, false
+	}
+	w, err := strconv.ParseUint(whole, 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	var f uint64
+	if hasFrac {
+		if f, err = strconv.ParseUint(frac, 10, 8); err != nil {
+			return 0, false
+		}
+		if len(frac) == 1 {
+			f *= 10
+		}
+	}
+	return int64(w*100 + f), true
+}
+
+// colWidth turns a character count into a column width: a little wider than
+// the text, between min and 60 so one long note does not make a column
+// screen-wide.
+func colWidth(chars int, minW float64) float64 {
+	w := float64(chars)*1.1 + 2
+	return max(minW, min(w, 60))
+}
+
+// textWidth is the widest line of s in characters.
+func textWidth(s string) int {
+	w := 0
+	for _, line := range strings.Split(s, "\n") {
+		w = max(w, utf8.RuneCountInString(line))
+	}
+	return w
+}

@@ -1,0 +1,187 @@
+package reports
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/xuri/excelize/v2"
+)
+
+var enrollmentHeaders = []string{"Student number", "Last name", "First name", "Enrolled", "Status", "Completed",
+	"Outcome", "Outcome date", "Placement employer", "Placement date", "Placement wage (as entered)", "Hourly wage",
+	"Job title", "Notes"}
+
+var expenseHeaders = []string{"Purchased", "Item", "Category", "Allowable", "Vendor", "Description", "Quantity",
+	"Unit price", "Discount", "Tax", "Total", "Payment method", "Receipt number", "Student number", "Notes"}
+
+// maxLengths reads the longest value of each text expression over the rows
+// a detail sheet will hold, in the same snapshot: a streamed sheet must set
+// its column widths before its first row.
+func maxLengths(ctx context.Context, tx pgx.Tx, with, from string, args []any, exprs []string) ([]int, error) {
+	q := with + "SELECT "
+	for i, e := range exprs {
+		if i > 0 {
+			q += ", "
+		}
+		q += "coalesce(max(length(" + e + ")), 0)"
+	}
+	out := make([]int, len(exprs))
+	dst := make([]any, len(exprs))
+	for i := range out {
+		dst[i] = &out[i]
+	}
+	if err := tx.QueryRow(ctx, q+" "+from, args...).Scan(dst...); err != nil {
+		return nil, fmt.Errorf("measure columns: %w", err)
+	}
+	return out, nil
+}
+
+func (b *wb) enrollments(ctx context.Context, tx pgx.Tx) error {
+	s := b.s
+	from := `FROM ge LEFT JOIN students s ON s.id = ge.student_id LEFT JOIN members m ON m.id = s.member_id`
+	with := `WITH ge AS (` + s.enrSource + `) `
+	args := []any{s.grant.id}
+	text := []string{"s.student_number", "m.last_name", "m.first_name", "ge.status", "ge.outcome", "ge.placement_employer",
+		"ge.placement_wage", "ge.placement_job_title", "ge.notes"}
+	textCols := []int{0, 1, 2, 4, 6, 8, 10, 12, 13}
+	lens, err := maxLengths(ctx, tx, with, from, args, text)
+	if err != nil {
+		return err
+	}
+	chars := make([]int, len(enrollmentHeaders))
+	for i, h := range enrollmentHeaders {
+		chars[i] = len(h)
+	}
+	for i, c := range textCols {
+		chars[c] = max(chars[c], lens[i])
+	}
+	widths := make([]float64, len(chars))
+	for i, c := range chars {
+		widths[i] = colWidth(c, 10)
+	}
+	widths[11] = colWidth(max(chars[11], 10), 10)
+	t, err := b.newTable(SheetEnrollment, enrollmentHeaders, widths)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.Query(ctx, with+`SELECT s.student_number, m.last_name, m.first_name, ge.enrollment_date, ge.status,
+		ge.completion_date, ge.outcome, ge.outcome_date, ge.placement_employer, ge.placement_date, ge.placement_wage,
+		ge.placement_job_title, ge.notes `+from+` ORDER BY ge.enrollment_date, s.student_number, ge.id`, args...)
+	if err != nil {
+		return fmt.Errorf("read enrollments: %w", err)
+	}
+	defer rows.Close()
+	var (
+		number, last, first, status, outcome, employer, wage, title, notes *string
+		enrolled, completed, outcomeDate, placed                           *time.Time
+	)
+	v := t.buf
+	for rows.Next() {
+		if err := rows.Scan(&number, &last, &first, &enrolled, &status, &completed, &outcome, &outcomeDate,
+			&employer, &placed, &wage, &title, &notes); err != nil {
+			return fmt.Errorf("read enrollments: %w", err)
+		}
+		r := t.row + 1
+		v[0], v[1], v[2] = b.strCell(SheetEnrollment, 1, r, number), b.strCell(SheetEnrollment, 2, r, last), b.strCell(SheetEnrollment, 3, r, first)
+		v[3], v[4], v[5] = b.dateCell(enrolled), b.strCell(SheetEnrollment, 5, r, status), b.dateCell(completed)
+		v[6], v[7], v[8] = b.strCell(SheetEnrollment, 7, r, outcome), b.dateCell(outcomeDate), b.strCell(SheetEnrollment, 9, r, employer)
+		v[9], v[10], v[11] = b.dateCell(placed), b.strCell(SheetEnrollment, 11, r, wage), nil
+		if wage != nil {
+			if c, ok := hourlyWageCents(*wage); ok {
+				v[11] = b.moneyCell(&c)
+			}
+		}
+		v[12], v[13] = b.strCell(SheetEnrollment, 13, r, title), b.strCell(SheetEnrollment, 14, r, notes)
+		if err := t.add(v); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read enrollments: %w", err)
+	}
+	return t.close()
+}
+
+func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
+	s := b.s
+	from := `FROM expenses x LEFT JOIN students s ON s.id = x.student_id WHERE x.grant_id = $1 AND ` + notDeleted("x")
+	args := []any{s.grant.id}
+	pay := "x.payment_method::text"
+	if !s.info.HasColumns("expenses", "payment_method") {
+		pay = "NULL::text"
+	}
+	text := []string{"x.item", "x.category", "x.vendor", "x.description", pay, "x.receipt_number", "s.student_number", "x.notes"}
+	textCols := []int{1, 2, 4, 5, 11, 12, 13, 14}
+	lens, err := maxLengths(ctx, tx, "", from, args, text)
+	if err != nil {
+		return err
+	}
+	chars := make([]int, len(expenseHeaders))
+	for i, h := range expenseHeaders {
+		chars[i] = len(h)
+	}
+	for i, c := range textCols {
+		chars[c] = max(chars[c], lens[i])
+	}
+	chars[3] = max(chars[3], len("Out of policy"))
+	widths := make([]float64, len(chars))
+	for i, c := range chars {
+		widths[i] = colWidth(c, 10)
+	}
+	for _, c := range []int{7, 8, 9, 10} {
+		widths[c] = 14 // $1,234,567.89
+	}
+	t, err := b.newTable(SheetExpenses, expenseHeaders, widths)
+	if err != nil {
+		return err
+	}
+	allowed := map[string]bool{}
+	for _, p := range s.policy {
+		allowed[policyKey(p)] = true
+	}
+	rows, err := tx.Query(ctx, `SELECT x.purchased_at, x.item, x.category, x.vendor, x.description, x.quantity,
+		(x.unit_price * 100)::bigint, (x.discount * 100)::bigint, (x.tax * 100)::bigint, (x.total_price * 100)::bigint,
+		`+pay+`, x.receipt_number, s.student_number, x.notes `+from+` ORDER BY x.purchased_at, x.id`, args...)
+	if err != nil {
+		return fmt.Errorf("read expenses: %w", err)
+	}
+	defer rows.Close()
+	var (
+		purchased                                               time.Time
+		item                                                    string
+		category, vendor, desc, method, receipt, student, notes *string
+		qty                                                     int32
+		unit, discount, tax                                     *int64
+		total                                                   int64
+		yes, no                                                 = "Yes", excelize.Cell{StyleID: b.st.flag, Value: "Out of policy"}
+	)
+	v := t.buf
+	for rows.Next() {
+		if err := rows.Scan(&purchased, &item, &category, &vendor, &desc, &qty, &unit, &discount, &tax, &total,
+			&method, &receipt, &student, &notes); err != nil {
+			return fmt.Errorf("read expenses: %w", err)
+		}
+		r := t.row + 1
+		v[0], v[1], v[2] = b.dateCell(&purchased), b.text(SheetExpenses, 2, r, item), b.strCell(SheetExpenses, 3, r, category)
+		v[3] = nil
+		if s.policy != nil {
+			v[3] = no
+			if category != nil && allowed[policyKey(*category)] {
+				v[3] = yes
+			}
+		}
+		v[4], v[5], v[6] = b.strCell(SheetExpenses, 5, r, vendor), b.strCell(SheetExpenses, 6, r, desc), excelize.Cell{StyleID: b.st.integer, Value: qty}
+		v[7], v[8], v[9], v[10] = b.moneyCell(unit), b.moneyCell(discount), b.moneyCell(tax), b.moneyCell(&total)
+		v[11], v[12], v[13] = b.strCell(SheetExpenses, 12, r, method), b.strCell(SheetExpenses, 13, r, receipt), b.strCell(SheetExpenses, 14, r, student)
+		v[14] = b.strCell(SheetExpenses, 15, r, notes)
+		if err := t.add(v); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read expenses: %w", err)
+	}
+	return t.close()
+}

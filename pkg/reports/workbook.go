@@ -1,0 +1,318 @@
+package reports
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/xuri/excelize/v2"
+)
+
+// Sheet names, in workbook order.
+const (
+	SheetSummary    = "Summary"
+	SheetPeriod     = "Period"
+	SheetEnrollment = "Enrollments"
+	SheetExpenses   = "Expenses"
+	SheetCategories = "Expenses by category"
+	SheetNotes      = "Notes"
+)
+
+// Number formats. Money is a currency with two decimals (negative in red),
+// never text; dates are real dates.
+const (
+	fmtMoney    = `"$"#,##0.00;[Red]-"$"#,##0.00`
+	fmtDate     = "yyyy-mm-dd"
+	fmtDateTime = "yyyy-mm-dd hh:mm:ss"
+	fmtPercent  = 10 // built-in 0.00%
+	fmtInt      = 3  // built-in #,##0
+)
+
+type styles struct {
+	header, title, section, bold, date, dateTime, money, moneyBold, percent, percentBold, integer, intBold, flag int
+}
+
+func newStyles(f *excelize.File) (styles, error) {
+	var st styles
+	money, date, dateTime := fmtMoney, fmtDate, fmtDateTime
+	defs := []struct {
+		id *int
+		s  excelize.Style
+	}{
+		{&st.header, excelize.Style{Font: &excelize.Font{Bold: true}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"D9E1F2"}},
+			Border: []excelize.Border{{Type: "bottom", Color: "000000", Style: 1}}}},
+		{&st.title, excelize.Style{Font: &excelize.Font{Bold: true, Size: 14}}},
+		{&st.section, excelize.Style{Font: &excelize.Font{Bold: true}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"D9E1F2"}}}},
+		{&st.bold, excelize.Style{Font: &excelize.Font{Bold: true}}},
+		{&st.date, excelize.Style{CustomNumFmt: &date}},
+		{&st.dateTime, excelize.Style{CustomNumFmt: &dateTime}},
+		{&st.money, excelize.Style{CustomNumFmt: &money}},
+		{&st.moneyBold, excelize.Style{CustomNumFmt: &money, Font: &excelize.Font{Bold: true}}},
+		{&st.percent, excelize.Style{NumFmt: fmtPercent}},
+		{&st.percentBold, excelize.Style{NumFmt: fmtPercent, Font: &excelize.Font{Bold: true}}},
+		{&st.integer, excelize.Style{NumFmt: fmtInt}},
+		{&st.intBold, excelize.Style{NumFmt: fmtInt, Font: &excelize.Font{Bold: true}}},
+		{&st.flag, excelize.Style{Font: &excelize.Font{Bold: true, Color: "9C0006"}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"FFC7CE"}}}},
+	}
+	for _, d := range defs {
+		id, err := f.NewStyle(&d.s)
+		if err != nil {
+			return st, fmt.Errorf("define styles: %w", err)
+		}
+		*d.id = id
+	}
+	return st, nil
+}
+
+// wb is one workbook being written.
+type wb struct {
+	f  *excelize.File
+	st styles
+	s  *snapshot
+}
+
+// buildWorkbook writes every sheet and the document properties to w. The
+// two big sheets stream their rows from tx, so memory does not grow with
+// the grant's size.
+func buildWorkbook(ctx context.Context, tx pgx.Tx, s *snapshot, w io.Writer) error {
+	f := excelize.NewFile(excelize.Options{TmpDir: s.o.TmpDir})
+	defer f.Close()
+	if err := f.SetSheetName("Sheet1", SheetSummary); err != nil {
+		return fmt.Errorf("create workbook: %w", err)
+	}
+	for _, n := range []string{SheetPeriod, SheetEnrollment, SheetExpenses, SheetCategories, SheetNotes} {
+		if _, err := f.NewSheet(n); err != nil {
+			return fmt.Errorf("create workbook: %w", err)
+		}
+	}
+	st, err := newStyles(f)
+	if err != nil {
+		return err
+	}
+	b := &wb{f: f, st: st, s: s}
+	// Detail sheets first: they can add notes (truncated cells).
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{SheetEnrollment, func() error { return b.enrollments(ctx, tx) }},
+		{SheetExpenses, func() error { return b.expenses(ctx, tx) }},
+		{SheetCategories, b.categories},
+		{SheetPeriod, b.period},
+		{SheetSummary, b.summary},
+		{SheetNotes, b.notes},
+		{"document properties", b.properties},
+	}
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := step.fn(); err != nil {
+			return fmt.Errorf("write %s: %w", step.name, err)
+		}
+	}
+	f.SetActiveSheet(0)
+	if _, err := f.WriteTo(w); err != nil {
+		return fmt.Errorf("write workbook: %w", err)
+	}
+	return nil
+}
+
+// text fits a string into a cell, remembering where it had to cut.
+func (b *wb) text(sheet string, col, row int, v string) string {
+	t, cut := cellText(v)
+	if cut {
+		ref, _ := excelize.CoordinatesToCellName(col, row)
+		b.s.truncated = append(b.s.truncated, fmt.Sprintf("'%s'!%s", sheet, ref))
+	}
+	return t
+}
+
+// table writes one table sheet: a bold header row that stays frozen, filter
+// buttons over the data, the given column widths, landscape printing fitted
+// to one page wide with the header repeated on every page.
+type table struct {
+	b       *wb
+	name    string
+	sw      *excelize.StreamWriter
+	cols    int
+	row     int
+	lastRow int // last row the filter covers (0: every row written)
+	buf     []any
+}
+
+func (b *wb) newTable(name string, headers []string, widths []float64) (*table, error) {
+	f := b.f
+	land, one, zero, fit := "landscape", 1, 0, true
+	if err := f.SetPageLayout(name, &excelize.PageLayoutOptions{Orientation: &land, FitToWidth: &one, FitToHeight: &zero}); err != nil {
+		return nil, err
+	}
+	// SheetPr is written when the stream starts, so fit-to-page goes first.
+	if err := f.SetSheetProps(name, &excelize.SheetPropsOptions{FitToPage: &fit}); err != nil {
+		return nil, err
+	}
+	sw, err := f.NewStreamWriter(name)
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range widths {
+		if err := sw.SetColWidth(i+1, i+1, w); err != nil {
+			return nil, err
+		}
+	}
+	if err := sw.SetPanes(&excelize.Panes{Freeze: true, YSplit: 1, TopLeftCell: "A2", ActivePane: "bottomLeft",
+		Selection: []excelize.Selection{{SQRef: "A2", ActiveCell: "A2", Pane: "bottomLeft"}}}); err != nil {
+		return nil, err
+	}
+	t := &table{b: b, name: name, sw: sw, cols: len(headers), buf: make([]any, len(headers))}
+	hdr := make([]any, len(headers))
+	for i, h := range headers {
+		hdr[i] = excelize.Cell{StyleID: b.st.header, Value: h}
+	}
+	if err := t.add(hdr); err != nil {
+		return nil, err
+	}
+	if err := f.SetDefinedName(&excelize.DefinedName{Name: "_xlnm.Print_Titles", RefersTo: fmt.Sprintf("'%s'!$1:$1", name), Scope: name}); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *table) add(values []any) error {
+	t.row++
+	cell, _ := excelize.CoordinatesToCellName(1, t.row)
+	return t.sw.SetRow(cell, values)
+}
+
+// skip leaves a blank row (before a total that the filter must not sort).
+func (t *table) skip() { t.row++ }
+
+// close adds the filter buttons (they belong to the worksheet written at
+// Flush, so they can follow the rows) and ends the stream.
+func (t *table) close() error {
+	last := t.lastRow
+	if last == 0 {
+		last = t.row
+	}
+	lastCol, _ := excelize.ColumnNumberToName(t.cols)
+	if err := t.b.f.AutoFilter(t.name, fmt.Sprintf("A1:%s%d", lastCol, max(last, 1)), nil); err != nil {
+		return err
+	}
+	return t.sw.Flush()
+}
+
+// cell helpers: nil leaves the cell empty.
+func (b *wb) dateCell(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return excelize.Cell{StyleID: b.st.date, Value: *t}
+}
+
+func (b *wb) moneyCell(c *int64) any {
+	if c == nil {
+		return nil
+	}
+	return excelize.Cell{StyleID: b.st.money, Value: money(*c)}
+}
+
+func (b *wb) strCell(sheet string, col, row int, v *string) any {
+	if v == nil {
+		return nil
+	}
+	return b.text(sheet, col, row, *v)
+}
+
+// widthsOf fits columns to rows held in memory (the small sheets).
+func widthsOf(headers []string, rows [][]any, minW float64) []float64 {
+	chars := make([]int, len(headers))
+	for i, h := range headers {
+		chars[i] = textWidth(h)
+	}
+	for _, r := range rows {
+		for i, v := range r {
+			if c, ok := v.(excelize.Cell); ok {
+				v = c.Value
+			}
+			n := 0
+			switch x := v.(type) {
+			case string:
+				n = textWidth(x)
+			case float64:
+				n = len(formatCents(int64(x*100))) + 1
+			case int64, int:
+				n = len(fmt.Sprint(x)) + len(fmt.Sprint(x))/3
+			case time.Time:
+				n = 10
+			}
+			chars[i] = max(chars[i], n)
+		}
+	}
+	out := make([]float64, len(chars))
+	for i, c := range chars {
+		out[i] = colWidth(c, minW)
+	}
+	return out
+}
+
+// writeRows streams rows held in memory into a new table sheet.
+func (b *wb) writeRows(name string, headers []string, rows [][]any, total []any) error {
+	all := rows
+	if total != nil {
+		all = append(append([][]any{}, rows...), total)
+	}
+	t, err := b.newTable(name, headers, widthsOf(headers, all, 10))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if err := t.add(r); err != nil {
+			return err
+		}
+	}
+	if total != nil {
+		t.lastRow = t.row
+		t.skip()
+		if err := t.add(total); err != nil {
+			return err
+		}
+	}
+	return t.close()
+}
+
+func (b *wb) properties() error {
+	s := b.s
+	g := s.grant
+	period := s.from.Format(time.DateOnly) + " to " + s.to.Format(time.DateOnly)
+	gen := s.o.Now.UTC().Format(time.RFC3339)
+	err := b.f.SetDocProps(&excelize.DocProperties{
+		Title:          fmt.Sprintf("Grant report: %s (%s)", g.name, g.number),
+		Subject:        fmt.Sprintf("Grant %s, reporting period %s", g.number, period),
+		Creator:        "ip2a-ops",
+		LastModifiedBy: "ip2a-ops",
+		Description:    fmt.Sprintf("Reporting period %s; generated by ip2a-ops %s from a snapshot taken at %s.", period, s.o.ToolVersion, s.snapshotAt.UTC().Format(time.RFC3339)),
+		Keywords:       fmt.Sprintf("grant report; %s; %s", g.number, period),
+		Category:       "Grant report",
+		Version:        s.o.ToolVersion,
+		Created:        gen,
+		Modified:       gen,
+		Language:       "en-US",
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range []excelize.CustomProperty{
+		{Name: "Reporting period", Value: period},
+		{Name: "Period start", Value: s.from.Format(time.DateOnly)},
+		{Name: "Period end", Value: s.to.Format(time.DateOnly)},
+		{Name: "Grant number", Value: g.number},
+		{Name: "Tool version", Value: "ip2a-ops " + s.o.ToolVersion},
+	} {
+		if err := b.f.SetCustomProps(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
