@@ -74,6 +74,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newMigrateCmd(d),
 		newJobsCmd(d),
 		newCleanupCmd(d),
+		newGrantReportCmd(d),
 		newDemoCmd(d),
 		newSleepJobCmd(d),
 		newNotifyCmd(d, pf),

@@ -196,7 +196,10 @@ func TestGrantReportBadInput(t *testing.T) {
 		}},
 		{"unknown id", GrantOptions{Grant: "4242"}, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnknownGrant) }},
 		{"from after to", GrantOptions{Grant: "1", From: time.Date(2026, 5, 2, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)},
-			func(t *testing.T, err error) { require.ErrorIs(t, err, ErrBadPeriod); require.ErrorContains(t, err, "From: 2026-05-02 is after To") }},
+			func(t *testing.T, err error) {
+				require.ErrorIs(t, err, ErrBadPeriod)
+				require.ErrorContains(t, err, "From: 2026-05-02 is after To")
+			}},
 		{"to before the grant starts", GrantOptions{Grant: "1", To: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)},
 			func(t *testing.T, err error) { require.ErrorIs(t, err, ErrBadPeriod) }},
 		{"both grant and all", GrantOptions{Grant: "1", AllActive: true}, func(t *testing.T, err error) { require.ErrorContains(t, err, "Grant:") }},
