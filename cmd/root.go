@@ -74,6 +74,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newMigrateCmd(d),
 		newJobsCmd(d),
 		newCleanupCmd(d),
+		newIntegrityCmd(d),
 		newGrantReportCmd(d),
 		newDemoCmd(d),
 		newSleepJobCmd(d),
