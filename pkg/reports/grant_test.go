@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/xuri/excelize/v2"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
@@ -306,4 +307,24 @@ func TestCellText(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDateValue checks the serial day numbers written for dates against
+// excelize's own reading of them.
+func TestDateValue(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"1900-03-01", "1970-01-01", "2024-02-29", "2026-11-01", "2099-12-31"} {
+		t.Run(s, func(t *testing.T) {
+			t.Parallel()
+			d, err := time.Parse(time.DateOnly, s)
+			require.NoError(t, err)
+			v, ok := dateValue(d).(int64)
+			require.True(t, ok)
+			back, err := excelize.ExcelDateToTime(float64(v), false)
+			require.NoError(t, err)
+			require.Equal(t, d, back)
+		})
+	}
+	early := time.Date(1900, 1, 15, 0, 0, 0, 0, time.UTC)
+	require.Equal(t, early, dateValue(early))
 }
