@@ -45,6 +45,7 @@ func demoSteps() []demoStep {
 	return []demoStep{
 		{"create ip2a-ops's schema (the run ledger)", demoMigrate},
 		{"cleanup: expired tokens and stale account locks", demoCleanup},
+		{"integrity-check: findings, a repair dry run, the applied repair, the comparison", demoIntegrity},
 		{"grant-report: Excel workbooks for grant officers and funders", demoGrantReport},
 		{"the run ledger", demoStatus},
 	}

@@ -181,7 +181,8 @@ func beginSnapshot(ctx context.Context, conn *pgxpool.Conn, o Options, snap stri
 
 // runOne runs one check inside a savepoint, so a failing check (a timeout)
 // leaves the transaction usable for the next.
-func runOne(ctx context.Context, tx pgx.Tx, q *qctx, c *check, r CheckResult) CheckResult {
+func runOne(ctx context.Context, tx pgx.Tx, q *qctx, c *check, in CheckResult) (r CheckResult) {
+	r = in
 	start := time.Now()
 	defer func() { r.Seconds = time.Since(start).Seconds() }()
 	sp, err := tx.Begin(ctx)
