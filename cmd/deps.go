@@ -34,6 +34,7 @@ type globalFlags struct {
 	heartbeat      time.Duration
 	staleAfter     time.Duration
 	connectTimeout time.Duration
+	slot           string // RFC 3339: the scheduled slot this run fills (set by the daemon)
 }
 
 // deps is what every command shares: output streams, environment, clock,
@@ -47,6 +48,7 @@ type deps struct {
 	notify         notifyFlags
 	logger         *slog.Logger
 	ran            bool
+	args           []string // the command line Run was given, recorded in the ledger
 
 	pool     *pgxpool.Pool
 	url      string

@@ -43,7 +43,11 @@ func execute[T any](ctx context.Context, d *deps, c *cobra.Command, job string, 
 	rn := &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat, StaleAfter: d.g.staleAfter, Notifier: d.runNotifier()}
 	var res T
 	var ran bool
-	rep := rn.Execute(ctx, runner.Spec{Job: job, Trigger: d.trigger(), Args: runner.RedactArgs(os.Args[1:]), MaxRuntime: d.g.maxRuntime},
+	slot, err := d.slotTime()
+	if err != nil {
+		return err
+	}
+	rep := rn.Execute(ctx, runner.Spec{Job: job, Trigger: d.trigger(), Args: runner.RedactArgs(d.args), Slot: slot, MaxRuntime: d.g.maxRuntime},
 		func(ctx context.Context, run *runner.Run) (any, error) {
 			r, err := fn(ctx, run)
 			res, ran = r, true

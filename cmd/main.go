@@ -38,6 +38,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 		env.Now = time.Now
 	}
 	d := newDeps(env)
+	d.args = args
 	defer d.close()
 	root := newRootCmd(d)
 	root.SetArgs(args)

@@ -67,6 +67,9 @@ func newRootCmd(d *deps) *cobra.Command {
 	pf.DurationVar(&d.g.connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the database to answer")
 	envFlag(pf, "connect-timeout", "IP2A_OPS_CONNECT_TIMEOUT")
 	_ = pf.MarkHidden("heartbeat")
+	pf.StringVar(&d.g.slot, "slot", "", "RFC 3339 time of the scheduled slot this run fills (set by the daemon; recorded in the ledger)")
+	envFlag(pf, "slot", "IP2A_OPS_SLOT")
+	_ = pf.MarkHidden("slot")
 
 	root.AddCommand(
 		newVersionCmd(d),
@@ -76,9 +79,11 @@ func newRootCmd(d *deps) *cobra.Command {
 		newCleanupCmd(d),
 		newIntegrityCmd(d),
 		newGrantReportCmd(d),
+		newDaemonCmd(d), newScheduleCmd(d),
 		newDemoCmd(d),
 		newSleepJobCmd(d),
 		newNotifyCmd(d, pf),
+		newMetricsCmd(d),
 	)
 	return root
 }

@@ -333,7 +333,7 @@ func parseDuration(v string) (time.Duration, error) {
 }
 
 func formatDuration(d time.Duration) string {
-	if d%(24*time.Hour) == 0 {
+	if d%(24*time.Hour) == 0 && d >= 48*time.Hour {
 		return fmt.Sprintf("%dd", d/(24*time.Hour))
 	}
 	s := d.String()
