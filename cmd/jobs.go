@@ -15,6 +15,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
+	"github.com/ip2a/ip2a-ops/pkg/metrics"
 )
 
 func newJobsCmd(d *deps) *cobra.Command {
@@ -31,17 +32,37 @@ interrupted (SIGINT/SIGTERM), abandoned (its process died: no heartbeat).`,
 }
 
 func newJobsStatusCmd(d *deps) *cobra.Command {
-	return &cobra.Command{
+	var check bool
+	var maxAges []string
+	c := &cobra.Command{
 		Use:   "status",
 		Short: "Per job: last run, last success, state, duration, running now",
 		Long: `Per job: the last run (skipped attempts aside), its state and duration,
 the time of the last success, the run active now, and counts of runs and
 failures.
 
-Exit codes: 0 shown, 1 the ledger could not be read, 2 configuration error.`,
+With --check, each job given a --max-age must have succeeded within it; a
+job that never succeeded is stale too. Exit 3 names the stale jobs, so any
+uptime probe or cron MAILTO becomes a dead-man's switch. Ages take Go
+durations plus days and weeks: 26h, 32d, 1w.
+
+Exit codes: 0 shown (and with --check every job fresh), 1 the ledger could
+not be read, 2 configuration error, 3 --check found stale jobs.`,
+		Example: `  ip2a-ops jobs status --check --max-age backup=26h --max-age integrity-check=26h --max-age audit-archive=32d
+  IP2A_OPS_MAX_AGE=backup=26h,audit-archive=32d ip2a-ops jobs status --check --json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
+			var ages map[string]time.Duration
+			if check {
+				var err error
+				if ages, err = metrics.ParseMaxAges(maxAges); err != nil {
+					return exitcode.Usagef("--max-age backup=26h", "%v", err)
+				}
+				if len(ages) == 0 {
+					return exitcode.Usagef("--max-age backup=26h --max-age audit-archive=32d", "--check needs at least one --max-age job=age")
+				}
+			}
 			l, err := d.ledger(ctx)
 			if err != nil {
 				return err
@@ -50,13 +71,58 @@ Exit codes: 0 shown, 1 the ledger could not be read, 2 configuration error.`,
 			if err != nil {
 				return err
 			}
-			if d.g.json {
-				return writeJSON(d.stdout, map[string]any{"jobs": st})
+			if !check {
+				if d.g.json {
+					return writeJSON(d.stdout, map[string]any{"jobs": st})
+				}
+				printStatus(d.stdout, st, d.now())
+				return nil
 			}
-			printStatus(d.stdout, st, d.now())
-			return nil
+			return statusCheck(d, st, ages)
 		},
 	}
+	c.Flags().BoolVar(&check, "check", false, "exit 3 when a job given a --max-age has not succeeded within it")
+	c.Flags().StringArrayVar(&maxAges, "max-age", nil, "job=age for --check, repeatable or comma-separated (e.g. backup=26h,audit-archive=32d)")
+	envFlag(c.Flags(), "max-age", "IP2A_OPS_MAX_AGE")
+	return c
+}
+
+// statusCheck prints status with the freshness verdicts and returns an
+// exit-3 error naming the stale jobs.
+func statusCheck(d *deps, st []ledger.JobStatus, ages map[string]time.Duration) error {
+	last := map[string]time.Time{}
+	for _, s := range st {
+		if s.LastSuccess != nil {
+			last[s.Job] = *s.LastSuccess
+		}
+	}
+	fresh := metrics.CheckFreshness(last, ages, d.now())
+	stale := []string{}
+	for _, f := range fresh {
+		if f.Stale {
+			stale = append(stale, f.Job)
+		}
+	}
+	if d.g.json {
+		if err := writeJSON(d.stdout, map[string]any{"jobs": st, "check": map[string]any{"ok": len(stale) == 0, "stale": stale, "jobs": fresh}}); err != nil {
+			return err
+		}
+	} else {
+		printStatus(d.stdout, st, d.now())
+		fmt.Fprintln(d.stdout)
+		for _, f := range fresh {
+			switch {
+			case f.Stale:
+				fmt.Fprintf(d.stdout, "STALE  %s: %s (max age %s)\n", f.Job, f.Reason, f.MaxAge)
+			default:
+				fmt.Fprintf(d.stdout, "ok     %s: last success %s ago (max age %s)\n", f.Job, metrics.FormatAge(time.Duration(*f.AgeSeconds*float64(time.Second)).Round(time.Minute)), f.MaxAge)
+			}
+		}
+	}
+	if len(stale) > 0 {
+		return fmt.Errorf("stale jobs: %s: %w", strings.Join(stale, ", "), exitcode.ErrProblems)
+	}
+	return nil
 }
 
 func printStatus(w io.Writer, st []ledger.JobStatus, now time.Time) {
