@@ -1,0 +1,205 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DeleteSetting is the transaction-local setting ip2a-ops sets to the month
+// ("YYYY-MM") whose rows it is deleting.
+const DeleteSetting = "ip2a_ops.archive_delete"
+
+// guardMarker is written into the guard's function comments so status can
+// tell the guard from look-alikes.
+const guardMarker = "ip2a-ops audit guard v1"
+
+// GuardSQL returns the SQL that installs the guard for the ops schema
+// (install-guard runs it, --print shows it). Run it as the owner of
+// audit_logs, which CREATE TRIGGER needs; the two guard functions end up
+// owned by that role. It is idempotent.
+//
+// What it does, and why:
+//   - audit_logs_prevent_update keeps refusing every UPDATE.
+//   - audit_logs_prevent_delete still refuses every DELETE, except while
+//     ip2a_ops.archive_delete is set (SET LOCAL): the row trigger's WHEN
+//     clause skips it then, so no function is called per row.
+//   - audit_logs_guard_delete, an AFTER DELETE statement trigger with a
+//     transition table, then checks every deleted row at once: the setting
+//     must name a month that the ops table records as archived and
+//     verified, and every row must lie in that month and its recorded id
+//     range; otherwise it raises and the whole statement is undone. Its
+//     function is SECURITY DEFINER, so it can read the ops table that the
+//     app's role cannot read or write: setting the variable is not enough.
+//   - audit_logs_prevent_truncate refuses TRUNCATE.
+//   - On the older schema, which has no trigger, the row triggers and
+//     prevent_audit_modification() are created: deleting old rows requires
+//     the same immutability for everybody else.
+func GuardSQL(schema string) string {
+	q := pgx.Identifier{schema}.Sanitize()
+	r := strings.NewReplacer("{{ops}}", q, "{{marker}}", guardMarker, "{{setting}}", DeleteSetting)
+	return r.Replace(`-- {{marker}}: audit_logs stays immutable; ip2a-ops may delete only
+-- rows of a month it has archived and verified ({{ops}}.audit_archive_months).
+BEGIN;
+SET LOCAL lock_timeout = '5s';
+
+-- The app's row guard (created here on the older schema, which lacks it).
+DO $do$
+BEGIN
+    IF to_regprocedure('prevent_audit_modification()') IS NULL THEN
+        CREATE FUNCTION prevent_audit_modification() RETURNS trigger
+            LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RAISE EXCEPTION 'Audit logs are immutable. UPDATE and DELETE operations are not allowed on audit_logs (NLRA compliance).';
+            RETURN NULL;
+        END;
+        $fn$;
+    END IF;
+END
+$do$;
+
+DROP TRIGGER IF EXISTS audit_logs_prevent_update ON audit_logs;
+CREATE TRIGGER audit_logs_prevent_update BEFORE UPDATE ON audit_logs
+    FOR EACH ROW EXECUTE FUNCTION prevent_audit_modification();
+
+-- Every DELETE is refused row by row unless an archive delete is in
+-- progress; then the statement trigger below checks the rows.
+DROP TRIGGER IF EXISTS audit_logs_prevent_delete ON audit_logs;
+CREATE TRIGGER audit_logs_prevent_delete BEFORE DELETE ON audit_logs
+    FOR EACH ROW WHEN (coalesce(current_setting('{{setting}}', true), '') = '')
+    EXECUTE FUNCTION prevent_audit_modification();
+
+CREATE OR REPLACE FUNCTION {{ops}}.audit_logs_check_delete() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    m   text := coalesce(current_setting('{{setting}}', true), '');
+    a   record;
+    bad bigint;
+BEGIN
+    IF m !~ '^[0-9]{4}-[0-9]{2}$' THEN
+        RAISE EXCEPTION 'Audit logs are immutable. DELETE is allowed only for a month archived and verified by ip2a-ops.';
+    END IF;
+    SELECT month, min_id, max_id INTO a FROM {{ops}}.audit_archive_months
+     WHERE month = to_date(m || '-01', 'YYYY-MM-DD') AND state = 'verified';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: month % is not archived and verified by ip2a-ops.', m;
+    END IF;
+    SELECT count(*) INTO bad FROM old_rows o
+     WHERE NOT (o.changed_at >= a.month AND o.changed_at < a.month + interval '1 month'
+                AND o.id BETWEEN a.min_id AND a.max_id);
+    IF bad > 0 THEN
+        RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: % rows lie outside archived month %.', bad, m;
+    END IF;
+    RETURN NULL;
+END;
+$fn$;
+REVOKE ALL ON FUNCTION {{ops}}.audit_logs_check_delete() FROM PUBLIC;
+COMMENT ON FUNCTION {{ops}}.audit_logs_check_delete() IS '{{marker}}';
+
+DROP TRIGGER IF EXISTS audit_logs_guard_delete ON audit_logs;
+CREATE TRIGGER audit_logs_guard_delete AFTER DELETE ON audit_logs
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ops}}.audit_logs_check_delete();
+
+CREATE OR REPLACE FUNCTION {{ops}}.audit_logs_refuse_truncate() RETURNS trigger
+    LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'Audit logs are immutable. TRUNCATE is not allowed on audit_logs (NLRA compliance).';
+END;
+$fn$;
+REVOKE ALL ON FUNCTION {{ops}}.audit_logs_refuse_truncate() FROM PUBLIC;
+COMMENT ON FUNCTION {{ops}}.audit_logs_refuse_truncate() IS '{{marker}}';
+
+DROP TRIGGER IF EXISTS audit_logs_prevent_truncate ON audit_logs;
+CREATE TRIGGER audit_logs_prevent_truncate BEFORE TRUNCATE ON audit_logs
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ops}}.audit_logs_refuse_truncate();
+COMMIT;
+`)
+}
+
+// GuardStatus says which protections audit_logs has.
+type GuardStatus struct {
+	// Installed: every part of the guard is present and enabled.
+	Installed bool `json:"installed"`
+	// AppTrigger: the app's row triggers refuse UPDATE and DELETE (newer
+	// schema, or the guard installed).
+	AppTrigger bool `json:"app_trigger"`
+	// Missing lists the parts of the guard that are absent or disabled.
+	Missing []string `json:"missing,omitempty"`
+	// Schema is the ops schema the guard checks, when installed.
+	Schema string `json:"schema,omitempty"`
+}
+
+// Guard reports the state of audit_logs' triggers for the ops schema.
+func Guard(ctx context.Context, c Config) (GuardStatus, error) {
+	c = c.withDefaults()
+	rows, err := c.Pool.Query(ctx, `
+SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled <> 'D', p.proname, n.nspname, coalesce(obj_description(p.oid, 'pg_proc'), '')
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE t.tgrelid = to_regclass('audit_logs') AND NOT t.tgisinternal`)
+	if err != nil {
+		return GuardStatus{}, fmt.Errorf("read audit_logs triggers: %w", err)
+	}
+	type trig struct {
+		def, fn, fnSchema, comment string
+		enabled                    bool
+	}
+	found := map[string]trig{}
+	for rows.Next() {
+		var name string
+		var t trig
+		if err := rows.Scan(&name, &t.def, &t.enabled, &t.fn, &t.fnSchema, &t.comment); err != nil {
+			rows.Close()
+			return GuardStatus{}, err
+		}
+		found[name] = t
+	}
+	if err := rows.Err(); err != nil {
+		return GuardStatus{}, fmt.Errorf("read audit_logs triggers: %w", err)
+	}
+	var st GuardStatus
+	upd, updOK := found["audit_logs_prevent_update"]
+	del, delOK := found["audit_logs_prevent_delete"]
+	st.AppTrigger = updOK && delOK && upd.enabled && del.enabled
+	check := func(name string, ok bool) {
+		if !ok {
+			st.Missing = append(st.Missing, name)
+		}
+	}
+	check("audit_logs_prevent_update", updOK && upd.enabled)
+	check("audit_logs_prevent_delete (with the archive-delete WHEN clause)", delOK && del.enabled && strings.Contains(del.def, DeleteSetting))
+	g, ok := found["audit_logs_guard_delete"]
+	check("audit_logs_guard_delete (checks against schema "+c.Schema+")", ok && g.enabled && g.fnSchema == c.Schema && g.comment == guardMarker)
+	tr, ok := found["audit_logs_prevent_truncate"]
+	check("audit_logs_prevent_truncate", ok && tr.enabled && tr.comment == guardMarker)
+	st.Installed = len(st.Missing) == 0
+	if st.Installed {
+		st.Schema = c.Schema
+	}
+	return st, nil
+}
+
+// InstallGuard runs GuardSQL and returns the resulting status. The ops
+// schema (migration 003) must exist.
+func InstallGuard(ctx context.Context, c Config) (GuardStatus, error) {
+	c = c.withDefaults()
+	if err := c.validate(false); err != nil {
+		return GuardStatus{}, err
+	}
+	if _, err := tableColumns(ctx, c.Pool); err != nil {
+		return GuardStatus{}, fmt.Errorf("install guard: %w", err)
+	}
+	conn, err := c.Pool.Acquire(ctx)
+	if err != nil {
+		return GuardStatus{}, err
+	}
+	defer conn.Release()
+	// Simple protocol: the script is several statements.
+	if _, err := conn.Conn().PgConn().Exec(ctx, GuardSQL(c.Schema)).ReadAll(); err != nil {
+		_, _ = conn.Exec(context.Background(), "ROLLBACK")
+		return GuardStatus{}, fmt.Errorf("install guard (run it as the owner of audit_logs): %w", err)
+	}
+	return Guard(ctx, c)
+}
