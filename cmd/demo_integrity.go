@@ -13,10 +13,9 @@ func demoIntegrity(ctx context.Context, d *deps, env *demoEnv) error {
 		{"a grant that ends before it starts (critical)",
 			`INSERT INTO grants (id, name, grant_number, total_amount, start_date, end_date, created_at, updated_at)
 			 VALUES (900001, 'Demo grant with swapped dates', 'DEMO-1', 5000, '2026-01-01', '2025-06-30', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')`},
-		{"two dues bills still DUE long after the grace period (warning, repairable)",
-			`INSERT INTO dues_payments (id, member_id, period_id, amount_due, amount_paid, status, created_at, updated_at)
-			 SELECT 900000 + m.id, m.id, (SELECT min(id) FROM dues_periods), 45, 0, 'DUE', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-			 FROM members m WHERE m.status = 'INACTIVE' AND NOT m.is_deleted ORDER BY m.id LIMIT 2`},
+		{"two paid dues bills of the oldest month turned back to DUE (warning, repairable)",
+			`UPDATE dues_payments SET status = 'DUE', amount_paid = 0, payment_date = NULL, payment_method = NULL, receipt_number = NULL
+			 WHERE id IN (SELECT id FROM dues_payments WHERE period_id = (SELECT min(id) FROM dues_periods) AND status = 'PAID' AND NOT is_deleted ORDER BY id LIMIT 2)`},
 		{"a member flagged deleted without a deleted_at (warning, repairable)",
 			`UPDATE members SET is_deleted = true, deleted_at = NULL WHERE id = (SELECT min(id) FROM members WHERE is_deleted)`},
 	}
