@@ -67,6 +67,7 @@ func checkCrontab(o Options) Check {
 			warnings = append(warnings, fmt.Sprintf("line %d: write %s as %q in Railway's schedule", e.Line, e.Spec, five))
 		}
 		var prev time.Time
+		var slots []time.Time
 		minGap := time.Duration(0)
 		t := start
 		for i := 0; i < maxSlots; i++ {
@@ -77,10 +78,17 @@ func checkCrontab(o Options) Check {
 			if !prev.IsZero() && (minGap == 0 || s.At.Sub(prev) < minGap) {
 				minGap = s.At.Sub(prev)
 			}
-			owners[s.At] = append(owners[s.At], e.Line)
+			slots = append(slots, s.At)
 			prev, t = s.At, s.At
 			if minGap > 0 && minGap < o.MinInterval {
 				break
+			}
+		}
+		// Frequent entries (metrics every 5 minutes) meet every job; only
+		// jobs running hourly or rarer are worth staggering.
+		if minGap == 0 || minGap >= time.Hour {
+			for _, at := range slots {
+				owners[at] = append(owners[at], e.Line)
 			}
 		}
 		if minGap > 0 && minGap < o.MinInterval {
