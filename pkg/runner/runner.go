@@ -275,8 +275,13 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 			rep = finish(ledger.Failed, err)
 		}
 	}
+	// Found problems (3) and skipped (4) are outcomes, not failures.
 	level := slog.LevelInfo
-	if rep.ExitCode != 0 {
+	switch rep.ExitCode {
+	case 0:
+	case 3, 4:
+		level = slog.LevelWarn
+	default:
 		level = slog.LevelError
 	}
 	log.Log(ctx, level, "run finished", "state", rep.State, "exit_code", rep.ExitCode, "duration_s", rep.Seconds, "error", rep.Error)
