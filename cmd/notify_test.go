@@ -119,7 +119,7 @@ func TestJobsNotifyThroughTheRunner(t *testing.T) {
 	code, out, _ = c.run("notify", "list", "--state", "pending", "--json")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, `"channel": "webhook"`)
-	require.Contains(t, out, `"target": "http://`+down+`/…"`)
+	require.Contains(t, out, `"target": "http://`+down+`/..."`)
 
 	// Back up: the next run of any job (after the backoff) delivers it.
 	back := &hits{}
@@ -143,7 +143,7 @@ func TestJobsNotifyThroughTheRunner(t *testing.T) {
 	require.Contains(t, delivered[0].Body, `"state":"failed"`)
 	code, out, _ = c.run("notify", "list")
 	require.Equal(t, 0, code)
-	require.Regexp(t, `sleep +\d+ +webhook +http://127\.0\.0\.1:\d+/… +delivered +2`, out)
+	require.Regexp(t, `sleep +\d+ +webhook +http://127\.0\.0\.1:\d+/... +delivered +2`, out)
 
 	// No token anywhere: the ledger, the logs, the outbox. (Ledger args are
 	// os.Args, redacted by runner.RedactArgs, which knows --ping-url.)
@@ -175,9 +175,9 @@ func TestNotifyTestCommand(t *testing.T) {
 		{name: "job required", args: []string{"notify", "test"}, code: 2},
 		{name: "bad url", env: map[string]string{"IP2A_OPS_WEBHOOK_URL": "not a url"}, args: []string{"notify", "test", "--job", "backup", "--fail"}, code: 2},
 		{name: "success ping", env: map[string]string{"IP2A_OPS_PING_URL_BACKUP": srv.URL + "/p/secret-1"}, args: []string{"notify", "test", "--job", "backup"},
-			stdout: "ping     " + srv.URL + "/…: delivered\n", requests: 1},
+			stdout: "ping     " + srv.URL + "/...: delivered\n", requests: 1},
 		{name: "failure: ping and webhook", env: map[string]string{"IP2A_OPS_PING_URL_BACKUP": srv.URL + "/p/secret-1", "IP2A_OPS_WEBHOOK_URL": srv.URL + "/h/secret-2"},
-			args: []string{"notify", "test", "--job", "backup", "--fail"}, stdout: "ping     " + srv.URL + "/…: delivered\nwebhook  " + srv.URL + "/…: delivered\n", requests: 2},
+			args: []string{"notify", "test", "--job", "backup", "--fail"}, stdout: "ping     " + srv.URL + "/...: delivered\nwebhook  " + srv.URL + "/...: delivered\n", requests: 2},
 		{name: "unreachable", env: map[string]string{"IP2A_OPS_WEBHOOK_URL": "http://127.0.0.1:1/h/secret-3"}, args: []string{"notify", "test", "--job", "backup", "--fail"}, code: 1},
 	}
 	for _, tt := range tests {

@@ -163,7 +163,7 @@ func SplitList(s string) []string {
 // RedactURL describes a notification URL without its secrets. Ping and
 // webhook URLs carry their token in the path (hc-ping.com/<uuid>,
 // hooks.slack.com/services/T/B/XXX), so only scheme and host are kept:
-// "https://hc-ping.com/…".
+// "https://hc-ping.com/...".
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
@@ -171,7 +171,7 @@ func RedactURL(raw string) string {
 	}
 	s := u.Scheme + "://" + u.Host
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		s += "/…"
+		s += "/..."
 	}
 	return s
 }
