@@ -84,6 +84,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newSleepJobCmd(d),
 		newNotifyCmd(d, pf),
 		newMetricsCmd(d),
+		newAuditArchiveCmd(d),
 		newDoctorCmd(d),
 	)
 	return root

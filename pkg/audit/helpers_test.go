@@ -1,11 +1,19 @@
 package audit_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
@@ -56,3 +64,62 @@ func (e *env) count(t testing.TB, sql string, args ...any) int64 {
 	require.NoError(t, e.pool.QueryRow(context.Background(), sql, args...).Scan(&n))
 	return n
 }
+
+// ids returns every id in audit_logs.
+func (e *env) ids(t testing.TB) []int64 {
+	t.Helper()
+	rows, err := e.pool.Query(context.Background(), `SELECT id::bigint FROM audit_logs ORDER BY id`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	return out
+}
+
+// archivedIDs reads the data objects of months recorded as deleted and
+// returns the ids of their lines.
+func archivedIDs(t testing.TB, e *env, st storage.Store) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := e.pool.Query(ctx, `SELECT data_key FROM ip2a_ops.audit_archive_months WHERE state = 'deleted'`)
+	require.NoError(t, err)
+	deleted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	objs, err := st.List(ctx, audit.DefaultPrefix+"/")
+	require.NoError(t, err)
+	var out []int64
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Key, ".jsonl.zst") || !slices.Contains(deleted, o.Key) {
+			continue
+		}
+		rc, err := st.Get(ctx, o.Key)
+		require.NoError(t, err)
+		zr, err := zstd.NewReader(rc)
+		require.NoError(t, err)
+		sc := bufio.NewScanner(zr)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			var r struct {
+				ID int64 `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &r))
+			out = append(out, r.ID)
+		}
+		require.NoError(t, sc.Err())
+		zr.Close()
+		rc.Close()
+	}
+	return out
+}
+
+// requireConserved asserts that the rows in the table plus the rows in the
+// archives of deleted months are exactly original, each once. (Months
+// archived but not yet deleted are in both places by design.)
+func requireConserved(t testing.TB, e *env, st storage.Store, original []int64) {
+	t.Helper()
+	all := append(e.ids(t), archivedIDs(t, e, st)...)
+	slices.Sort(all)
+	require.Equal(t, len(original), len(all), "table + archives hold %d rows, originally %d", len(all), len(original))
+	require.Equal(t, original, all)
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -41,11 +41,14 @@ func (o RunOptions) Validate() error {
 	if err := o.Config.validate(!o.DryRun); err != nil {
 		return err
 	}
-	return validatePolicy(o.Config, o.ArchiveAfter, o.Retain, o.Until)
+	return CheckPolicy(o.Config.withDefaults().Now(), o.ArchiveAfter, o.Retain, o.Until)
 }
 
-func validatePolicy(c Config, after, retain Age, until Month) error {
-	c = c.withDefaults()
+// CheckPolicy validates the retention flags at now, without a database:
+// Retain may not be shorter than ArchiveAfter (zero ages mean the
+// defaults), and Until (when set) may be neither in the future nor too
+// young to archive.
+func CheckPolicy(now time.Time, after, retain Age, until Month) error {
 	if after == (Age{}) {
 		after = DefaultArchiveAfter
 	}
@@ -56,7 +59,6 @@ func validatePolicy(c Config, after, retain Age, until Month) error {
 		return fmt.Errorf("Retain: %s is shorter than ArchiveAfter %s: rows would be purged before they are archived", retain, after)
 	}
 	if !until.IsZero() {
-		now := c.Now()
 		if MonthOf(now).Before(until) {
 			return fmt.Errorf("Until: %s is in the future", until)
 		}
