@@ -176,7 +176,7 @@ func TestDaemonThreeReplicasRunEachSlotOnce(t *testing.T) {
 	rec := &recorder{}
 	var all []*Stats
 	for i := 0; i < 3; i++ {
-		st := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Host: "replica", PID: i, LateAfter: 2 * time.Second})
+		st := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Host: "replica", PID: i})
 		all = append(all, st.stats)
 	}
 	eventually(t, "8 runs", func() bool { return len(rec.got()) >= 8 })
