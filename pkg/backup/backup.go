@@ -1,0 +1,394 @@
+// Package backup makes, lists, verifies, restores and prunes logical backups
+// of the IP2A database. A backup is pg_dump's custom-format archive, written
+// uncompressed to a local file (so the archive keeps its data offsets and
+// pg_restore can restore in parallel), compressed with multi-threaded zstd,
+// optionally encrypted to age X25519 recipients, stored through a
+// storage.Store with its SHA-256, checked, and only then described by a
+// manifest. The manifest's presence is what makes a backup exist: an
+// interrupted run leaves nothing List, Restore or Prune would take for a
+// backup, and the next run removes what it left.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ip2a/ip2a-ops/pkg/storage"
+)
+
+// Options configure Run (making one backup). Zero values mean defaults.
+type Options struct {
+	// DatabaseURL of the database to back up. Required.
+	DatabaseURL string
+	// Store receives the backup. Required.
+	Store storage.Store
+	// Prefix inside the store; default DefaultPrefix.
+	Prefix string
+	// PgDump is the pg_dump binary; empty finds the newest on PATH or under
+	// /usr/lib/postgresql/*/bin that is at least the server's major version.
+	PgDump string
+	// PgRestore is used to count the archive's entries; empty means the one
+	// beside pg_dump, else found like PgDump.
+	PgRestore string
+	// WorkDir holds the scratch files (the raw dump and the encoded object,
+	// together about 1.3x the data size); default os.TempDir().
+	WorkDir string
+	// Recipients are age X25519 public keys ("age1..."); the backup is
+	// encrypted to all of them when any is given. Blank entries and "#"
+	// comments are skipped.
+	Recipients []string
+	// Level of zstd compression 1 (fastest) to 4 (smallest); default 2.
+	Level int
+	// Threads compressing; default min(GOMAXPROCS, 4).
+	Threads int
+	// LockWaitTimeout bounds how long pg_dump (and the row counts) wait for
+	// a table lock, so a migration queued behind the dump does not stall
+	// the app; default 30s.
+	LockWaitTimeout time.Duration
+	// Verify re-reads the stored object after the upload and checks its
+	// SHA-256 (LevelChecksum, the default) or skips that (LevelNone).
+	Verify Level
+	// OrphanGrace: data objects without a manifest older than this are an
+	// interrupted run's and are deleted at the start of a run; default 1h.
+	OrphanGrace time.Duration
+	// Tool is recorded in the manifest ("ip2a-ops v1.2.3").
+	Tool string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger for progress; default discards.
+	Logger *slog.Logger
+}
+
+// Validate names the first bad field.
+func (o Options) Validate() error {
+	switch {
+	case o.DatabaseURL == "":
+		return errors.New("DatabaseURL: required")
+	case o.Store == nil:
+		return errors.New("Store: required")
+	case o.Level < 0 || o.Level > 4:
+		return fmt.Errorf("Level: %d is outside 1-4", o.Level)
+	case o.Threads < 0:
+		return fmt.Errorf("Threads: %d is negative", o.Threads)
+	case o.LockWaitTimeout < 0:
+		return fmt.Errorf("LockWaitTimeout: %s is negative", o.LockWaitTimeout)
+	case o.Verify != "" && o.Verify != LevelNone && o.Verify != LevelChecksum:
+		return fmt.Errorf("Verify: %q: want none or checksum (run Verify for deeper levels)", o.Verify)
+	}
+	if _, _, err := ParseRecipients(o.Recipients); err != nil {
+		return fmt.Errorf("Recipients: %w", err)
+	}
+	return nil
+}
+
+func (o *Options) defaults() {
+	o.Prefix = normPrefix(o.Prefix)
+	if o.LockWaitTimeout == 0 {
+		o.LockWaitTimeout = 30 * time.Second
+	}
+	if o.Verify == "" {
+		o.Verify = LevelChecksum
+	}
+	if o.OrphanGrace == 0 {
+		o.OrphanGrace = time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Tool == "" {
+		o.Tool = "ip2a-ops"
+	}
+}
+
+// Result is what Run did. On error it holds what was done before the error
+// (the leftovers cleaned, the stage that failed).
+type Result struct {
+	ID       string `json:"id,omitempty"`
+	Database string `json:"database,omitempty"`
+	Store    string `json:"store"`
+	Key      string `json:"key,omitempty"`
+	// Stage is the last stage reached: cleanup, connect, dump, count,
+	// encode, upload, verify, manifest, done.
+	Stage         string   `json:"stage"`
+	DumpBytes     int64    `json:"dump_bytes"`
+	StoredBytes   int64    `json:"stored_bytes"`
+	Ratio         float64  `json:"compression_ratio,omitempty"`
+	Entries       int      `json:"archive_entries"`
+	Tables        int      `json:"tables"`
+	Rows          int64    `json:"rows"`
+	Encrypted     bool     `json:"encrypted"`
+	Verified      bool     `json:"verified"`
+	AuditTriggers []string `json:"audit_triggers,omitempty"`
+	PgDump        string   `json:"pg_dump,omitempty"`
+	// Seconds spent per stage.
+	DumpSeconds   float64 `json:"dump_seconds"`
+	EncodeSeconds float64 `json:"encode_seconds"`
+	UploadSeconds float64 `json:"upload_seconds"`
+	VerifySeconds float64 `json:"verify_seconds"`
+	TotalSeconds  float64 `json:"total_seconds"`
+	// Cleaned lists the leftovers of interrupted runs that were removed.
+	Cleaned []string `json:"cleaned,omitempty"`
+	// Manifest is the manifest written (nil on error).
+	Manifest *Manifest `json:"-"`
+}
+
+// Run makes one backup. See the package comment for the steps. A failed
+// run leaves no manifest; its data object, when one was stored, is deleted
+// (or, if that fails too, removed by the next run as an orphan).
+func Run(ctx context.Context, o Options) (res Result, err error) {
+	if err := o.Validate(); err != nil {
+		return Result{}, fmt.Errorf("backup: %w", err)
+	}
+	o.defaults()
+	res.Store = o.Store.String()
+	started := o.Now().UTC()
+	t0 := time.Now()
+	defer func() { res.TotalSeconds = time.Since(t0).Seconds() }()
+	recipients, recipientNames, _ := ParseRecipients(o.Recipients)
+
+	res.Stage = "cleanup"
+	cleaned, err := cleanLeftovers(ctx, o.Store, o.Prefix, o.WorkDir, o.OrphanGrace, o.Now)
+	res.Cleaned = cleaned
+	if err != nil {
+		return res, err
+	}
+	for _, c := range cleaned {
+		o.Logger.Info("removed leftover of an interrupted run", "path", c)
+	}
+
+	res.Stage = "connect"
+	snap, err := openSnapshot(ctx, o.DatabaseURL, o.LockWaitTimeout)
+	if err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	defer snap.close(ctx)
+	res.Database = snap.info.Database
+	pgDump, dumpVersion, err := findTool(ctx, "pg_dump", o.PgDump, snap.info.Major)
+	if err != nil {
+		return res, err
+	}
+	res.PgDump = pgDump
+	pgRestore := o.PgRestore
+	if pgRestore == "" {
+		pgRestore = siblingTool(pgDump, "pg_restore")
+	}
+	pgRestore, _, err = findTool(ctx, "pg_restore", pgRestore, snap.info.Major)
+	if err != nil {
+		return res, err
+	}
+	triggers, err := auditTriggers(ctx, snap.tx)
+	if err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	res.AuditTriggers = triggers
+
+	wd, err := newWorkDir(o.WorkDir, "dump")
+	if err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	defer wd.remove()
+
+	res.Stage = "dump"
+	id := newID(started)
+	res.ID = id
+	rawPath := wd.file("dump.pgc")
+	t := time.Now()
+	o.Logger.Info("dumping", "database", snap.info.Database, "pg_dump", pgDump, "snapshot", snap.id)
+	dumpCtx, cancelDump := context.WithCancel(ctx)
+	defer cancelDump()
+	dumpDone := make(chan error, 1)
+	go func() { dumpDone <- runPgDump(dumpCtx, pgDump, o.DatabaseURL, snap.id, rawPath, o.LockWaitTimeout) }()
+	// Count while pg_dump runs, in the exported snapshot itself: the counts
+	// are exactly what the dump holds.
+	tables, countErr := countTables(ctx, snap.tx)
+	if countErr != nil {
+		cancelDump()
+	}
+	dumpErr := <-dumpDone
+	snap.close(ctx)
+	switch {
+	case dumpErr != nil:
+		return res, dumpErr
+	case countErr != nil:
+		res.Stage = "count"
+		return res, fmt.Errorf("backup: %w", countErr)
+	}
+	res.DumpSeconds = time.Since(t).Seconds()
+	res.Tables = len(tables)
+	for _, tc := range tables {
+		res.Rows += tc.Rows
+	}
+	entries, err := countEntries(ctx, pgRestore, rawPath)
+	if err != nil {
+		return res, err
+	}
+	res.Entries = entries
+
+	res.Stage = "encode"
+	t = time.Now()
+	key := o.Prefix + id + "/" + dataName
+	if len(recipients) > 0 {
+		key += ".age"
+	}
+	res.Key = key
+	encPath := wd.file("object")
+	f, err := os.OpenFile(encPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return res, fmt.Errorf("backup: encode: %w", err)
+	}
+	enc, err := encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, fmt.Errorf("backup: encode: %w", diskFull(err, o.WorkDir))
+	}
+	// The raw dump is no longer needed; free its space before uploading.
+	_ = os.Remove(rawPath)
+	res.DumpBytes, res.StoredBytes = enc.rawSize, enc.storedSize
+	if enc.storedSize > 0 {
+		res.Ratio = float64(enc.rawSize) / float64(enc.storedSize)
+	}
+	res.Encrypted = len(recipients) > 0
+	res.EncodeSeconds = time.Since(t).Seconds()
+
+	res.Stage = "upload"
+	t = time.Now()
+	in, err := os.Open(encPath)
+	if err != nil {
+		return res, fmt.Errorf("backup: upload: %w", err)
+	}
+	_, err = o.Store.Put(ctx, key, in, storage.PutOptions{SHA256: enc.storedSHA, Size: enc.storedSize})
+	_ = in.Close()
+	if err != nil {
+		return res, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, err)
+	}
+	stored := true
+	defer func() {
+		if err != nil && stored {
+			// No manifest: remove the object now rather than leave an orphan.
+			_ = o.Store.Delete(context.WithoutCancel(ctx), key)
+		}
+	}()
+	_ = os.Remove(encPath)
+	res.UploadSeconds = time.Since(t).Seconds()
+
+	m := &Manifest{
+		ID: id, Tool: o.Tool,
+		PgDumpVersion: dumpVersion, ServerVersion: snap.info.Version, ServerMajor: snap.info.Major,
+		Database: snap.info.Database, SystemIdentifier: snap.info.SystemIdentifier,
+		StartedAt: started,
+		Dump:      DumpInfo{Format: "custom", Size: enc.rawSize, SHA256: enc.rawSHA, Entries: entries},
+		Object: ObjectInfo{Key: key, Size: enc.storedSize, SHA256: enc.storedSHA, Compression: "zstd",
+			Recipients: recipientNames},
+		Tables: tables, AuditTriggers: triggers,
+	}
+	if res.Encrypted {
+		m.Object.Encryption = "age"
+	}
+	if o.Verify == LevelChecksum {
+		res.Stage = "verify"
+		t = time.Now()
+		v := checksumStored(ctx, o.Store, *m)
+		v.At = o.Now().UTC()
+		res.VerifySeconds = time.Since(t).Seconds()
+		v.Seconds = res.VerifySeconds
+		m.Verifications = append(m.Verifications, v)
+		if !v.OK {
+			return res, fmt.Errorf("backup: verify the stored object: %s", v.Error)
+		}
+		res.Verified = true
+	}
+
+	res.Stage = "manifest"
+	m.FinishedAt = o.Now().UTC()
+	if err := writeManifest(ctx, o.Store, o.Prefix, m); err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	res.Stage = "done"
+	res.Manifest = m
+	o.Logger.Info("backup stored", "id", id, "key", key, "dump_bytes", res.DumpBytes, "stored_bytes", res.StoredBytes)
+	return res, nil
+}
+
+// runPgDump writes the custom-format archive, uncompressed (zstd does the
+// compressing, faster and smaller than pg_dump's gzip), to a file: a file,
+// unlike a pipe, lets pg_dump record each table's data offset.
+func runPgDump(ctx context.Context, bin, dbURL, snapshotID, out string, lockWait time.Duration) error {
+	conn, env := toolEnv(dbURL, "ip2a-ops backup")
+	args := []string{"--format=custom", "--compress=0", "--file=" + out, "--no-password",
+		"--snapshot=" + snapshotID, "--lock-wait-timeout=" + strconv.FormatInt(lockWait.Milliseconds(), 10),
+		"--dbname=" + conn}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	stderr := &tailBuffer{n: 8 << 10}
+	cmd.Stderr = stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("dump database: %w", ctx.Err())
+		}
+		msg := stderr.lastError()
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("dump database: pg_dump failed (%v): %s", exitText(err), diskFullText(msg))
+	}
+	return nil
+}
+
+// countEntries lists the archive's table of contents; that also proves the
+// archive is readable.
+func countEntries(ctx context.Context, pgRestore, path string) (int, error) {
+	cmd := exec.CommandContext(ctx, pgRestore, "--list", path)
+	stderr := &tailBuffer{n: 4 << 10}
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("read archive: pg_restore --list failed (%v): %s", exitText(err), stderr.lastError())
+	}
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if l != "" && !strings.HasPrefix(l, ";") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func exitText(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ProcessState.String()
+	}
+	return err.Error()
+}
+
+// diskFull rewrites an ENOSPC into a message that names the full place.
+func diskFull(err error, dir string) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		return fmt.Errorf("no space left on device in %s (the scratch directory needs about 1.3x the database's data size; set --work-dir): %w", dir, err)
+	}
+	return err
+}
+
+func diskFullText(msg string) string {
+	if strings.Contains(msg, "No space left on device") {
+		return msg + " (the scratch directory is full; it needs about the database's data size; set --work-dir)"
+	}
+	return msg
+}

@@ -1,0 +1,324 @@
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/storage"
+)
+
+// ErrSourceDatabase is wrapped when a restore would overwrite the database
+// the backup was taken from.
+var ErrSourceDatabase = errors.New("refusing to restore into the backup's source database")
+
+// ErrTargetNotEmpty is wrapped when the restore target already has tables.
+var ErrTargetNotEmpty = errors.New("restore target is not empty")
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	Store  storage.Store
+	Prefix string
+	// ID of the backup, or "latest".
+	ID string
+	// TargetURL is the database to restore into. Required.
+	TargetURL string
+	// Force restores into a non-empty target, dropping the objects the
+	// backup has first (pg_restore --clean --if-exists). It never allows
+	// the source database.
+	Force bool
+	// KeepOwners restores ownership and privileges; by default objects are
+	// owned by the restoring user (roles rarely exist on the target).
+	KeepOwners bool
+	Identities [][]byte
+	PgRestore  string
+	WorkDir    string
+	Jobs       int // pg_restore --jobs; default 2
+	Logger     *slog.Logger
+}
+
+// Validate names the first bad field.
+func (o RestoreOptions) Validate() error {
+	switch {
+	case o.Store == nil:
+		return errors.New("Store: required")
+	case o.TargetURL == "":
+		return errors.New("TargetURL: required")
+	case o.Jobs < 0:
+		return fmt.Errorf("Jobs: %d is negative", o.Jobs)
+	}
+	return nil
+}
+
+// RestoreResult is what Restore did.
+type RestoreResult struct {
+	ID         string     `json:"id"`
+	Target     string     `json:"target_database"`
+	Entries    int        `json:"archive_entries"`
+	Tables     int        `json:"tables_compared"`
+	Rows       int64      `json:"rows"`
+	Mismatches []Mismatch `json:"mismatches,omitempty"`
+	Triggers   []string   `json:"audit_triggers,omitempty"`
+	Seconds    float64    `json:"duration_seconds"`
+}
+
+// Restore restores a backup into TargetURL and compares every table's row
+// count with the manifest. It refuses the backup's source database (same
+// cluster system identifier and database name, whatever the URL says) and,
+// without Force, a target that already has tables; both are usage errors.
+func Restore(ctx context.Context, o RestoreOptions) (RestoreResult, error) {
+	if err := o.Validate(); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	t0 := time.Now()
+	prefix := normPrefix(o.Prefix)
+	m, err := resolveID(ctx, o.Store, prefix, o.ID)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	res := RestoreResult{ID: m.ID}
+	pgRestore, _, err := findTool(ctx, "pg_restore", o.PgRestore, m.ServerMajor)
+	if err != nil {
+		return res, err
+	}
+	info, err := checkTarget(ctx, o.TargetURL, m, o.Force)
+	res.Target = info.Database
+	if err != nil {
+		return res, err
+	}
+	wd, err := newWorkDir(o.WorkDir, "restore")
+	if err != nil {
+		return res, fmt.Errorf("restore: %w", err)
+	}
+	defer wd.remove()
+	raw, err := fetch(ctx, o.Store, m, o.Identities, wd)
+	if err != nil {
+		return res, fmt.Errorf("restore %s: %w", m.ID, err)
+	}
+	check, err := restoreArchive(ctx, restoreSpec{pgRestore: pgRestore, archive: raw, targetURL: o.TargetURL, jobs: o.Jobs,
+		keepOwners: o.KeepOwners, clean: o.Force, manifest: m})
+	res.Seconds = time.Since(t0).Seconds()
+	if err != nil {
+		return res, fmt.Errorf("restore %s: %w", m.ID, err)
+	}
+	res.Entries, res.Tables, res.Mismatches, res.Triggers, res.Rows = m.Dump.Entries, check.tables, check.mismatches, check.triggers, m.TotalRows()
+	if err := check.err(m); err != nil {
+		return res, fmt.Errorf("restore %s: %w", m.ID, err)
+	}
+	return res, nil
+}
+
+// checkTarget refuses the source database and, unless force, a non-empty
+// target.
+func checkTarget(ctx context.Context, targetURL string, m Manifest, force bool) (serverInfo, error) {
+	conn, err := pgx.Connect(ctx, targetURL)
+	if err != nil {
+		return serverInfo{}, fmt.Errorf("restore: connect to target: %w", err)
+	}
+	defer conn.Close(ctx)
+	info, err := readServerInfo(ctx, conn)
+	if err != nil {
+		return info, fmt.Errorf("restore: target: %w", err)
+	}
+	if info.SystemIdentifier == m.SystemIdentifier && info.Database == m.Database {
+		return info, &exitcode.UsageError{
+			Err:  fmt.Errorf("%w: target is database %q on the cluster the backup was taken from (system identifier %s)", ErrSourceDatabase, info.Database, info.SystemIdentifier),
+			Hint: "restore into another, empty database: createdb ip2a_restored && ip2a-ops backup restore " + m.ID + " --target-url postgres://.../ip2a_restored"}
+	}
+	if info.Major < m.ServerMajor {
+		return info, &exitcode.UsageError{Err: fmt.Errorf("restore: target server is PostgreSQL %d, older than the backup's source (%d)", info.Major, m.ServerMajor),
+			Hint: fmt.Sprintf("restore into a PostgreSQL %d or newer server", m.ServerMajor)}
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM ("+userTablesSQL+") t").Scan(&n); err != nil {
+		return info, fmt.Errorf("restore: inspect target: %w", err)
+	}
+	if n > 0 && !force {
+		return info, &exitcode.UsageError{Err: fmt.Errorf("%w: database %q has %d tables", ErrTargetNotEmpty, info.Database, n),
+			Hint: "restore into an empty database, or add --force to drop and replace the backup's objects in it"}
+	}
+	return info, nil
+}
+
+type restoreSpec struct {
+	pgRestore  string
+	archive    string
+	targetURL  string
+	jobs       int
+	keepOwners bool
+	clean      bool
+	manifest   Manifest
+}
+
+// restoreCheck is what a restored database looked like against its manifest.
+type restoreCheck struct {
+	tables     int
+	mismatches []Mismatch
+	triggers   []string
+}
+
+func (c restoreCheck) err(m Manifest) error {
+	var parts []string
+	for i, mm := range c.mismatches {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(c.mismatches)-5))
+			break
+		}
+		parts = append(parts, mm.String())
+	}
+	if miss := triggersMissing(m.AuditTriggers, c.triggers); len(miss) > 0 {
+		parts = append(parts, "audit triggers missing after restore: "+strings.Join(miss, ", "))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return fmt.Errorf("restored database differs from the backup: %s", strings.Join(parts, "; "))
+}
+
+// restoreArchive runs pg_restore in parallel from the archive file, then
+// counts every table of the target and compares with the manifest.
+func restoreArchive(ctx context.Context, s restoreSpec) (restoreCheck, error) {
+	if s.jobs <= 0 {
+		s.jobs = 2
+	}
+	conn, env := toolEnv(s.targetURL, "ip2a-ops restore")
+	args := []string{"--dbname=" + conn, "--jobs=" + strconv.Itoa(s.jobs), "--exit-on-error", "--no-password"}
+	if !s.keepOwners {
+		args = append(args, "--no-owner", "--no-privileges")
+	}
+	if s.clean {
+		args = append(args, "--clean", "--if-exists")
+	}
+	cmd := exec.CommandContext(ctx, s.pgRestore, append(args, s.archive)...)
+	cmd.Env = env
+	stderr := &tailBuffer{n: 8 << 10}
+	cmd.Stderr = stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return restoreCheck{}, ctx.Err()
+		}
+		return restoreCheck{}, fmt.Errorf("pg_restore failed (%v): %s", exitText(err), stderr.lastError())
+	}
+	db, err := pgx.Connect(ctx, s.targetURL)
+	if err != nil {
+		return restoreCheck{}, fmt.Errorf("connect to restored database: %w", err)
+	}
+	defer db.Close(ctx)
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return restoreCheck{}, fmt.Errorf("count restored rows: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	got, err := countTables(ctx, tx)
+	if err != nil {
+		return restoreCheck{}, fmt.Errorf("count restored rows: %w", err)
+	}
+	trig, err := auditTriggers(ctx, tx)
+	if err != nil {
+		return restoreCheck{}, err
+	}
+	return restoreCheck{tables: len(got), mismatches: compareCounts(s.manifest.Tables, got), triggers: trig}, nil
+}
+
+// compareCounts returns every difference between the manifest's counts and
+// the restored ones, in table order.
+func compareCounts(want, got []TableCount) []Mismatch {
+	g := map[string]int64{}
+	for _, t := range got {
+		g[t.QualifiedName()] = t.Rows
+	}
+	var out []Mismatch
+	seen := map[string]bool{}
+	for _, w := range want {
+		name := w.QualifiedName()
+		seen[name] = true
+		n, ok := g[name]
+		switch {
+		case !ok:
+			out = append(out, Mismatch{Table: name, Want: w.Rows, Got: -1})
+		case n != w.Rows:
+			out = append(out, Mismatch{Table: name, Want: w.Rows, Got: n})
+		}
+	}
+	for _, t := range got {
+		if !seen[t.QualifiedName()] {
+			out = append(out, Mismatch{Table: t.QualifiedName(), Want: -1, Got: t.Rows})
+		}
+	}
+	return out
+}
+
+// scratchDatabase makes an empty database for a restore drill: on the
+// server at o.ScratchURL, or in a throwaway local cluster. drop removes it.
+func scratchDatabase(ctx context.Context, o VerifyOptions, m Manifest) (string, func(), error) {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := "ip2a_ops_drill_" + hex.EncodeToString(b[:])
+	admin := o.ScratchURL
+	var cl *pgcluster.Cluster
+	if admin == "" {
+		var err error
+		cl, err = pgcluster.Start(ctx, pgcluster.Options{BinDir: o.PgBinDir, MinMajor: m.ServerMajor, Dir: ""})
+		if err != nil {
+			if errors.Is(err, pgcluster.ErrNoBinaries) {
+				return "", nil, &exitcode.UsageError{Err: fmt.Errorf("restore drill: %w", err), Hint: "install the PostgreSQL server, or pass --scratch-url postgres://user@host/postgres (a server where a scratch database may be created)"}
+			}
+			return "", nil, fmt.Errorf("restore drill: start a scratch cluster: %w", err)
+		}
+		admin = cl.URL("postgres")
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		if cl != nil {
+			_ = cl.Stop()
+		}
+		return "", nil, fmt.Errorf("restore drill: connect to scratch server: %w", err)
+	}
+	defer conn.Close(ctx)
+	info, err := readServerInfo(ctx, conn)
+	if err == nil && info.Major < m.ServerMajor {
+		err = fmt.Errorf("scratch server is PostgreSQL %d, older than the backup's source (%d)", info.Major, m.ServerMajor)
+	}
+	if err == nil {
+		_, err = conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'")
+	}
+	if err != nil {
+		if cl != nil {
+			_ = cl.Stop()
+		}
+		return "", nil, fmt.Errorf("restore drill: create scratch database: %w", err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("restore drill: scratch URL: %w", err)
+	}
+	u.Path = "/" + name
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if cl != nil {
+			_ = cl.Stop()
+			return
+		}
+		if c, err := pgx.Connect(dctx, admin); err == nil {
+			_, _ = c.Exec(dctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = c.Close(dctx)
+		}
+	}
+	return u.String(), drop, nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
