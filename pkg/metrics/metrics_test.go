@@ -232,43 +232,44 @@ func TestWritePrometheusFormat(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	require.NoError(t, WritePrometheus(&buf, res))
-	want := `# HELP ip2a_members Members, soft-deleted excluded.
-# TYPE ip2a_members gauge
-ip2a_members 4012
-# HELP ip2a_dues_collected_30d_dollars Sum of amount_paid of PAID and PARTIAL dues payments with a payment_date in the last 30 days, in dollars.
-# TYPE ip2a_dues_collected_30d_dollars gauge
-ip2a_dues_collected_30d_dollars 123456.78
-# HELP ip2a_metric_skipped 1 for each admin figure this database's schema cannot provide, with the reason.
-# TYPE ip2a_metric_skipped gauge
-ip2a_metric_skipped{metric="students_enrolled",reason="table \"students\" does not exist"} 1
-# HELP ip2a_db_size_bytes Size of the database.
-# TYPE ip2a_db_size_bytes gauge
-ip2a_db_size_bytes{database="ip2a"} 1.073741824e+09
-# HELP ip2a_db_table_size_bytes Total size of the largest tables, indexes and TOAST included.
-# TYPE ip2a_db_table_size_bytes gauge
-ip2a_db_table_size_bytes{schema="public",table="audit_logs"} 5.36870912e+08
-# HELP ip2a_db_table_dead_tuples Dead tuples of the largest tables.
-# TYPE ip2a_db_table_dead_tuples gauge
-ip2a_db_table_dead_tuples{schema="public",table="audit_logs"} 7
+	// client_golang sorts families by name.
+	want := `# HELP ip2a_db_connections Client connections to the database by state.
+# TYPE ip2a_db_connections gauge
+ip2a_db_connections{state="active"} 2
+ip2a_db_connections{state="idle"} 3
 # HELP ip2a_db_dead_tuples Dead tuples over every user table.
 # TYPE ip2a_db_dead_tuples gauge
 ip2a_db_dead_tuples 0
 # HELP ip2a_db_live_tuples Live tuples over every user table.
 # TYPE ip2a_db_live_tuples gauge
 ip2a_db_live_tuples 0
-# HELP ip2a_db_connections Client connections to the database by state.
-# TYPE ip2a_db_connections gauge
-ip2a_db_connections{state="active"} 2
-ip2a_db_connections{state="idle"} 3
 # HELP ip2a_db_max_connections The server's max_connections.
 # TYPE ip2a_db_max_connections gauge
 ip2a_db_max_connections 100
 # HELP ip2a_db_oldest_transaction_seconds Age of the oldest open transaction on the database.
 # TYPE ip2a_db_oldest_transaction_seconds gauge
 ip2a_db_oldest_transaction_seconds 1.5
+# HELP ip2a_db_size_bytes Size of the database.
+# TYPE ip2a_db_size_bytes gauge
+ip2a_db_size_bytes{database="ip2a"} 1.073741824e+09
+# HELP ip2a_db_table_dead_tuples Dead tuples of the largest tables.
+# TYPE ip2a_db_table_dead_tuples gauge
+ip2a_db_table_dead_tuples{schema="public",table="audit_logs"} 7
+# HELP ip2a_db_table_size_bytes Total size of the largest tables, indexes and TOAST included.
+# TYPE ip2a_db_table_size_bytes gauge
+ip2a_db_table_size_bytes{schema="public",table="audit_logs"} 5.36870912e+08
 # HELP ip2a_db_xid_age age(datfrozenxid): transactions since the database was last fully frozen.
 # TYPE ip2a_db_xid_age gauge
 ip2a_db_xid_age 1000
+# HELP ip2a_dues_collected_30d_dollars Sum of amount_paid of PAID and PARTIAL dues payments with a payment_date in the last 30 days, in dollars.
+# TYPE ip2a_dues_collected_30d_dollars gauge
+ip2a_dues_collected_30d_dollars 123456.78
+# HELP ip2a_members Members, soft-deleted excluded.
+# TYPE ip2a_members gauge
+ip2a_members 4012
+# HELP ip2a_metric_skipped 1 for each admin figure this database's schema cannot provide, with the reason.
+# TYPE ip2a_metric_skipped gauge
+ip2a_metric_skipped{metric="students_enrolled",reason="table \"students\" does not exist"} 1
 # HELP ip2a_ops_metrics_collected_timestamp_seconds When these metrics were collected.
 # TYPE ip2a_ops_metrics_collected_timestamp_seconds gauge
 ip2a_ops_metrics_collected_timestamp_seconds 1.7959536e+09

@@ -1,159 +1,115 @@
 package metrics
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
-
-// promWriter writes the Prometheus text exposition format (version 0.0.4),
-// which node-exporter's textfile collector reads.
-type promWriter struct {
-	w   *bufio.Writer
-	err error
-}
-
-func (p *promWriter) family(name, typ, help string) {
-	if p.err == nil {
-		_, p.err = fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s %s\n", name, strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(help), name, typ)
-	}
-}
-
-func (p *promWriter) sample(name string, v float64, labels ...string) {
-	if p.err != nil {
-		return
-	}
-	var b strings.Builder
-	b.WriteString(name)
-	if len(labels) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `%s="%s"`, labels[i], strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(labels[i+1]))
-		}
-		b.WriteByte('}')
-	}
-	b.WriteByte(' ')
-	b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
-	b.WriteByte('\n')
-	_, p.err = p.w.WriteString(b.String())
-}
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
-// WritePrometheus renders r in the Prometheus text format. Skipped admin
-// figures are absent and listed in ip2a_metric_skipped.
-func WritePrometheus(w io.Writer, r Result) error {
-	p := &promWriter{w: bufio.NewWriter(w)}
-	for _, m := range AdminMetrics {
-		v, ok := r.Admin[m.Name]
-		if !ok {
-			continue
+// Registry returns r as Prometheus gauges in a fresh registry, so the same
+// figures can be served over HTTP (promhttp) or written to a textfile.
+// Skipped admin figures are absent and listed in ip2a_metric_skipped; a job
+// that never succeeded has no last-success sample.
+func Registry(r Result) (*prometheus.Registry, error) {
+	reg := prometheus.NewPedanticRegistry()
+	var regErr error
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+		if err := reg.Register(g); err != nil && regErr == nil {
+			regErr = fmt.Errorf("register %s: %w", name, err)
 		}
-		p.family(m.Prom, "gauge", m.Help)
-		p.sample(m.Prom, v)
+		return g
+	}
+	for _, m := range AdminMetrics {
+		if v, ok := r.Admin[m.Name]; ok {
+			gauge(m.Prom, m.Help).WithLabelValues().Set(v)
+		}
 	}
 	if len(r.Skipped) > 0 {
-		p.family("ip2a_metric_skipped", "gauge", "1 for each admin figure this database's schema cannot provide, with the reason.")
-		names := make([]string, 0, len(r.Skipped))
-		for n := range r.Skipped {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			p.sample("ip2a_metric_skipped", 1, "metric", n, "reason", r.Skipped[n])
+		g := gauge("ip2a_metric_skipped", "1 for each admin figure this database's schema cannot provide, with the reason.", "metric", "reason")
+		for n, why := range r.Skipped {
+			g.WithLabelValues(n, why).Set(1)
 		}
 	}
 
 	db := r.Database
-	p.family("ip2a_db_size_bytes", "gauge", "Size of the database.")
-	p.sample("ip2a_db_size_bytes", float64(db.SizeBytes), "database", db.Name)
-	p.family("ip2a_db_table_size_bytes", "gauge", "Total size of the largest tables, indexes and TOAST included.")
+	gauge("ip2a_db_size_bytes", "Size of the database.", "database").WithLabelValues(db.Name).Set(float64(db.SizeBytes))
+	size := gauge("ip2a_db_table_size_bytes", "Total size of the largest tables, indexes and TOAST included.", "schema", "table")
+	dead := gauge("ip2a_db_table_dead_tuples", "Dead tuples of the largest tables.", "schema", "table")
 	for _, t := range db.Tables {
-		p.sample("ip2a_db_table_size_bytes", float64(t.SizeBytes), "schema", t.Schema, "table", t.Name)
+		size.WithLabelValues(t.Schema, t.Name).Set(float64(t.SizeBytes))
+		dead.WithLabelValues(t.Schema, t.Name).Set(float64(t.DeadTuples))
 	}
-	p.family("ip2a_db_table_dead_tuples", "gauge", "Dead tuples of the largest tables.")
-	for _, t := range db.Tables {
-		p.sample("ip2a_db_table_dead_tuples", float64(t.DeadTuples), "schema", t.Schema, "table", t.Name)
+	gauge("ip2a_db_dead_tuples", "Dead tuples over every user table.").WithLabelValues().Set(float64(db.DeadTuples))
+	gauge("ip2a_db_live_tuples", "Live tuples over every user table.").WithLabelValues().Set(float64(db.LiveTuples))
+	conns := gauge("ip2a_db_connections", "Client connections to the database by state.", "state")
+	for st, n := range db.Connections {
+		conns.WithLabelValues(st).Set(float64(n))
 	}
-	p.family("ip2a_db_dead_tuples", "gauge", "Dead tuples over every user table.")
-	p.sample("ip2a_db_dead_tuples", float64(db.DeadTuples))
-	p.family("ip2a_db_live_tuples", "gauge", "Live tuples over every user table.")
-	p.sample("ip2a_db_live_tuples", float64(db.LiveTuples))
-	p.family("ip2a_db_connections", "gauge", "Client connections to the database by state.")
-	states := make([]string, 0, len(db.Connections))
-	for s := range db.Connections {
-		states = append(states, s)
-	}
-	sort.Strings(states)
-	for _, s := range states {
-		p.sample("ip2a_db_connections", float64(db.Connections[s]), "state", s)
-	}
-	p.family("ip2a_db_max_connections", "gauge", "The server's max_connections.")
-	p.sample("ip2a_db_max_connections", float64(db.MaxConnections))
-	p.family("ip2a_db_oldest_transaction_seconds", "gauge", "Age of the oldest open transaction on the database.")
-	p.sample("ip2a_db_oldest_transaction_seconds", db.OldestTransactionSeconds)
-	p.family("ip2a_db_xid_age", "gauge", "age(datfrozenxid): transactions since the database was last fully frozen.")
-	p.sample("ip2a_db_xid_age", float64(db.XIDAge))
+	gauge("ip2a_db_max_connections", "The server's max_connections.").WithLabelValues().Set(float64(db.MaxConnections))
+	gauge("ip2a_db_oldest_transaction_seconds", "Age of the oldest open transaction on the database.").WithLabelValues().Set(db.OldestTransactionSeconds)
+	gauge("ip2a_db_xid_age", "age(datfrozenxid): transactions since the database was last fully frozen.").WithLabelValues().Set(float64(db.XIDAge))
 
 	if r.Jobs != nil {
-		p.family("ip2a_ops_job_last_success_timestamp_seconds", "gauge", "When the job last succeeded (absent: never).")
+		success := gauge("ip2a_ops_job_last_success_timestamp_seconds", "When the job last succeeded (absent: never).", "job")
+		lastRun := gauge("ip2a_ops_job_last_run_timestamp_seconds", "When the job's last run (skips aside) started.", "job")
+		exit := gauge("ip2a_ops_job_last_exit_code", "Exit code of the job's last finished run.", "job")
+		dur := gauge("ip2a_ops_job_last_duration_seconds", "Duration of the job's last run.", "job")
+		fails := gauge("ip2a_ops_job_failures_24h", "Failed, abandoned or interrupted runs in the last 24 hours.", "job")
+		skips := gauge("ip2a_ops_job_skipped_24h", "Runs skipped in the last 24 hours because another was active.", "job")
+		running := gauge("ip2a_ops_job_running", "1 while a run of the job is active.", "job")
 		for _, j := range r.Jobs {
 			if j.LastSuccess != nil {
-				p.sample("ip2a_ops_job_last_success_timestamp_seconds", unix(*j.LastSuccess), "job", j.Job)
+				success.WithLabelValues(j.Job).Set(unix(*j.LastSuccess))
 			}
-		}
-		p.family("ip2a_ops_job_last_run_timestamp_seconds", "gauge", "When the job's last run (skips aside) started.")
-		for _, j := range r.Jobs {
 			if j.LastRun != nil {
-				p.sample("ip2a_ops_job_last_run_timestamp_seconds", unix(*j.LastRun), "job", j.Job)
+				lastRun.WithLabelValues(j.Job).Set(unix(*j.LastRun))
 			}
-		}
-		p.family("ip2a_ops_job_last_exit_code", "gauge", "Exit code of the job's last finished run.")
-		for _, j := range r.Jobs {
 			if j.LastExitCode != nil {
-				p.sample("ip2a_ops_job_last_exit_code", float64(*j.LastExitCode), "job", j.Job)
+				exit.WithLabelValues(j.Job).Set(float64(*j.LastExitCode))
 			}
-		}
-		p.family("ip2a_ops_job_last_duration_seconds", "gauge", "Duration of the job's last run.")
-		for _, j := range r.Jobs {
-			p.sample("ip2a_ops_job_last_duration_seconds", j.LastDurationSec, "job", j.Job)
-		}
-		p.family("ip2a_ops_job_failures_24h", "gauge", "Failed, abandoned or interrupted runs in the last 24 hours.")
-		for _, j := range r.Jobs {
-			p.sample("ip2a_ops_job_failures_24h", float64(j.Failures24h), "job", j.Job)
-		}
-		p.family("ip2a_ops_job_skipped_24h", "gauge", "Runs skipped in the last 24 hours because another was active.")
-		for _, j := range r.Jobs {
-			p.sample("ip2a_ops_job_skipped_24h", float64(j.Skipped24h), "job", j.Job)
-		}
-		p.family("ip2a_ops_job_running", "gauge", "1 while a run of the job is active.")
-		for _, j := range r.Jobs {
+			dur.WithLabelValues(j.Job).Set(j.LastDurationSec)
+			fails.WithLabelValues(j.Job).Set(float64(j.Failures24h))
+			skips.WithLabelValues(j.Job).Set(float64(j.Skipped24h))
 			v := 0.0
 			if j.Running {
 				v = 1
 			}
-			p.sample("ip2a_ops_job_running", v, "job", j.Job)
+			running.WithLabelValues(j.Job).Set(v)
 		}
 	}
 	if r.PendingNotifications >= 0 {
-		p.family("ip2a_ops_notifications_pending", "gauge", "Notifications waiting in the outbox for a retry.")
-		p.sample("ip2a_ops_notifications_pending", float64(r.PendingNotifications))
+		gauge("ip2a_ops_notifications_pending", "Notifications waiting in the outbox for a retry.").WithLabelValues().Set(float64(r.PendingNotifications))
 	}
-	p.family("ip2a_ops_metrics_collected_timestamp_seconds", "gauge", "When these metrics were collected.")
-	p.sample("ip2a_ops_metrics_collected_timestamp_seconds", unix(r.CollectedAt))
-	if p.err != nil {
-		return p.err
+	gauge("ip2a_ops_metrics_collected_timestamp_seconds", "When these metrics were collected.").WithLabelValues().Set(unix(r.CollectedAt))
+	return reg, regErr
+}
+
+// WritePrometheus renders r in the Prometheus text format (0.0.4), which
+// node-exporter's textfile collector reads; families are sorted by name.
+func WritePrometheus(w io.Writer, r Result) error {
+	reg, err := Registry(r)
+	if err != nil {
+		return err
 	}
-	return p.w.Flush()
+	families, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("gather metrics: %w", err)
+	}
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range families {
+		if err := enc.Encode(mf); err != nil {
+			return fmt.Errorf("write metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // WritePrometheusFile writes r to path atomically (temp file in the same
