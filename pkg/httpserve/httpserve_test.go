@@ -53,7 +53,7 @@ func TestWriteTextEscapesAndOrders(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer
 	require.NoError(t, WriteText(&b, []Metric{
-		{Name: "b", Help: "line\nbreak \\", Samples: []Sample{S(math.Inf(1)), S(0.25, "v", "a\"b\\c\nd", "w", "x")}},
+		{Name: "b", Help: "line\nbreak \\", Samples: []Sample{S(math.Inf(1), "v", "plain", "w", "y"), S(0.25, "v", "a\"b\\c\nd", "w", "x")}},
 		{Name: "a", Type: Counter, Help: "A.", Samples: []Sample{S(1e21)}},
 	}))
 	require.Equal(t, `# HELP a A.
@@ -61,7 +61,7 @@ func TestWriteTextEscapesAndOrders(t *testing.T) {
 a 1e+21
 # HELP b line\nbreak \\
 # TYPE b gauge
-b +Inf
 b{v="a\"b\\c\nd",w="x"} 0.25
+b{v="plain",w="y"} +Inf
 `, b.String())
 }
