@@ -76,6 +76,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newExitCodesTopic(),
 		newMigrateCmd(d),
 		newJobsCmd(d),
+		newBackupCmd(d),
 		newCleanupCmd(d),
 		newIntegrityCmd(d),
 		newGrantReportCmd(d),

@@ -32,6 +32,9 @@ func newWorkDir(parent, kind string) (*workDir, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	p := filepath.Join(parent, fmt.Sprintf("%s%s-%d-%s", workPrefix, kind, os.Getpid(), hex.EncodeToString(b[:])))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("create scratch directory: %w", err)
+	}
 	if err := os.Mkdir(p, 0o700); err != nil {
 		return nil, fmt.Errorf("create scratch directory: %w", err)
 	}

@@ -1,0 +1,277 @@
+// Command backup measures ip2a-ops backup against plain pg_dump -Fc (its
+// default gzip compression) on a database of at least 1 GB built with the
+// generator, side by side in one run: wall time, stored size and peak RSS
+// (from /usr/bin/time -v, apt-get install time). Then the restore drill
+// (ip2a-ops backup verify --level restore: download, check, decompress,
+// pg_restore --jobs, count every table) against a plain pg_restore of the
+// pg_dump file into an empty database on the same server.
+//
+//	go run ./bench/backup -database-url postgres://postgres@127.0.0.1:5432/postgres
+//
+// Goals: backup wall <= 0.6x pg_dump's, size <= 1.0x, peak RSS < 100 MB;
+// drill <= 1.3x plain pg_restore. -keep-db NAME keeps (and reuses) the
+// generated database between runs.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/fixture"
+	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench backup:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
+	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "server to benchmark on; empty starts a throwaway cluster")
+	auditRows := fs.Int("audit-rows", 4_000_000, "audit_logs rows (the bulk of the size)")
+	members := fs.Int("members", 10_000, "members")
+	keepDB := fs.String("keep-db", "", "name of a database to keep and reuse between runs (default: a throwaway one)")
+	workDir := fs.String("work-dir", "", "directory for dumps and the backup store (default: a temp dir)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/usr/bin/time"); err != nil {
+		return fmt.Errorf("/usr/bin/time missing: apt-get install time")
+	}
+	admin := *dbURL
+	if admin == "" {
+		c, err := pgcluster.Start(ctx, pgcluster.Options{})
+		if err != nil {
+			return fmt.Errorf("start cluster: %w", err)
+		}
+		defer c.Stop()
+		admin = c.URL("postgres")
+	}
+	dir := *workDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "bench-backup-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	bin := filepath.Join(dir, "ip2a-ops")
+	if b, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("build ip2a-ops: %v: %s", err, b)
+	}
+
+	name := *keepDB
+	fresh := true
+	if name == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		name = "bench_backup_" + hex.EncodeToString(b[:])
+		defer exec1(context.WithoutCancel(ctx), admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	} else {
+		var n int
+		if err := query1(ctx, admin, "SELECT count(*) FROM pg_database WHERE datname = $1", &n, name); err != nil {
+			return err
+		}
+		fresh = n == 0
+	}
+	src := withDB(admin, name)
+	if fresh {
+		if err := exec1(ctx, admin, "CREATE DATABASE "+name); err != nil {
+			return err
+		}
+		t := time.Now()
+		pool, err := pgxpool.New(ctx, src)
+		if err != nil {
+			return err
+		}
+		if err := fixture.LoadSchema(ctx, pool, fixture.Newer); err != nil {
+			pool.Close()
+			return err
+		}
+		st, err := fixture.Generate(ctx, pool, fixture.Options{Generation: fixture.Newer, Seed: 1, Members: *members,
+			EmploymentsPerMember: 2, AuditYears: 3, AuditRows: *auditRows, AuditWorkers: 2})
+		pool.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "generated %d rows in %s\n", st.TotalRows(), time.Since(t).Round(time.Second))
+		if err := exec1(ctx, src, "VACUUM ANALYZE"); err != nil {
+			return err
+		}
+	}
+	var size int64
+	var version string
+	if err := query1(ctx, src, "SELECT pg_database_size(current_database())", &size); err != nil {
+		return err
+	}
+	_ = query1(ctx, src, "SELECT current_setting('server_version')", &version)
+	fmt.Fprintf(out, "database %s: %.2f GB, PostgreSQL %s, %d CPUs\n\n", name, float64(size)/1e9, version, runtime.NumCPU())
+	if size < 1e9 {
+		fmt.Fprintf(out, "WARNING: the database is under 1 GB; raise -audit-rows\n")
+	}
+	env := append(os.Environ(), "DATABASE_URL="+src, "IP2A_OPS_LOG_FORMAT=json", "IP2A_OPS_LOG_LEVEL=warn")
+
+	pgDumpFile := filepath.Join(dir, "plain.dump")
+	store := filepath.Join(dir, "store")
+	_ = os.RemoveAll(store)
+	type row struct {
+		what  string
+		cmd   []string
+		wall  time.Duration
+		rssKB int64
+		size  int64
+	}
+	// Warm the cache the same way for both: each is run once before timing?
+	// No: both read the same, already-generated, mostly cached tables; the
+	// pg_dump goes first, so any cold-cache penalty is its own.
+	rows := []row{
+		{what: "pg_dump -Fc (gzip default)", cmd: []string{"pg_dump", "-Fc", "-f", pgDumpFile, "--dbname=" + src}},
+		{what: "ip2a-ops backup", cmd: []string{bin, "--auto-migrate", "backup", "--storage", store}},
+	}
+	for i := range rows {
+		r := &rows[i]
+		wall, rss, err := timed(ctx, r.cmd, env)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.what, err)
+		}
+		r.wall, r.rssKB = wall, rss
+	}
+	rows[0].size = fileSize(pgDumpFile)
+	rows[1].size = dirSize(store)
+	fmt.Fprintf(out, "%-30s %10s %12s %12s\n", "backup", "wall", "stored", "peak RSS")
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-30s %9.1fs %9.1f MB %9.1f MB\n", r.what, r.wall.Seconds(), float64(r.size)/1e6, float64(r.rssKB)/1024)
+	}
+	fmt.Fprintf(out, "ratio: wall %.2fx (goal <= 0.6), size %.2fx (goal <= 1.0), RSS %.0f MB (goal < 100)\n\n",
+		rows[1].wall.Seconds()/rows[0].wall.Seconds(), float64(rows[1].size)/float64(rows[0].size), float64(rows[1].rssKB)/1024)
+
+	// Restores: plain pg_restore into an empty database vs the drill.
+	plainDB := name + "_plain_restore"
+	_ = exec1(ctx, admin, "DROP DATABASE IF EXISTS "+plainDB+" WITH (FORCE)")
+	if err := exec1(ctx, admin, "CREATE DATABASE "+plainDB); err != nil {
+		return err
+	}
+	defer exec1(context.WithoutCancel(ctx), admin, "DROP DATABASE IF EXISTS "+plainDB+" WITH (FORCE)")
+	restores := []row{
+		{what: "pg_restore (plain)", cmd: []string{"pg_restore", "--dbname=" + withDB(admin, plainDB), "--no-owner", pgDumpFile}},
+		{what: "ip2a-ops verify --level restore", cmd: []string{bin, "backup", "verify", "latest", "--level", "restore", "--storage", store, "--scratch-url", admin}},
+	}
+	for i := range restores {
+		r := &restores[i]
+		wall, rss, err := timed(ctx, r.cmd, env)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.what, err)
+		}
+		r.wall, r.rssKB = wall, rss
+	}
+	fmt.Fprintf(out, "%-30s %10s %12s\n", "restore", "wall", "peak RSS")
+	for _, r := range restores {
+		fmt.Fprintf(out, "%-30s %9.1fs %9.1f MB\n", r.what, r.wall.Seconds(), float64(r.rssKB)/1024)
+	}
+	fmt.Fprintf(out, "ratio: drill %.2fx of plain pg_restore (goal <= 1.3)\n", restores[1].wall.Seconds()/restores[0].wall.Seconds())
+	return nil
+}
+
+// timed runs cmd under /usr/bin/time -v and returns the wall time and the
+// peak RSS it reports (the largest of the process and its children).
+func timed(ctx context.Context, cmd []string, env []string) (time.Duration, int64, error) {
+	c := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-v"}, cmd...)...)
+	c.Env = env
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	c.Stdout = io.Discard
+	t := time.Now()
+	err := c.Run()
+	wall := time.Since(t)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%v: %s", err, tail(stderr.String(), 1500))
+	}
+	var rss int64
+	sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if v, ok := strings.CutPrefix(line, "Maximum resident set size (kbytes): "); ok {
+			rss, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return wall, rss, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// dirSize sums the data objects of the store (manifests are a few KB).
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func withDB(admin, db string) string {
+	u, err := url.Parse(admin)
+	if err != nil {
+		return admin
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+func exec1(ctx context.Context, dbURL, sql string) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func query1(ctx context.Context, dbURL, sql string, dst any, args ...any) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql, args...).Scan(dst)
+}
