@@ -47,6 +47,7 @@ func demoSteps() []demoStep {
 		{"cleanup: expired tokens and stale account locks", demoCleanup},
 		{"integrity-check: findings, a repair dry run, the applied repair, the comparison", demoIntegrity},
 		{"grant-report: Excel workbooks for grant officers and funders", demoGrantReport},
+		{"audit-archive: old audit months to verified archives, guarded delete, legal hold, search", demoAudit},
 		{"daemon: two schedulers, each slot claimed and run once", demoDaemon},
 		{"the run ledger", demoStatus},
 	}

@@ -92,7 +92,7 @@ RETURNING `+recordCols,
 // freshCount counts month's rows in its recorded id range, now.
 func freshCount(ctx context.Context, db querier, rec Record) (n, sum int64, err error) {
 	err = db.QueryRow(ctx, `SELECT count(*), coalesce(sum(id::bigint), 0) FROM audit_logs
-WHERE id >= $1 AND id <= $2 AND changed_at >= $3::timestamp AND changed_at < $4::timestamp`,
+WHERE id >= $1::bigint AND id <= $2::bigint AND changed_at >= $3::timestamp AND changed_at < $4::timestamp`, pgx.QueryExecModeExec,
 		rec.MinID, rec.MaxID, pgTimestamp(rec.Month.Start()), pgTimestamp(rec.Month.End())).Scan(&n, &sum)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count %s in audit_logs: %w", rec.Month, err)

@@ -186,7 +186,7 @@ func scanArchive(ctx context.Context, c Config, rec Record, fn func(line []byte)
 }
 
 func searchLive(ctx context.Context, c Config, o SearchOptions, cols []Column, w *rowWriter) (int64, error) {
-	where := []string{"id > $1", "changed_at >= $2::timestamp", "changed_at < $3::timestamp"}
+	where := []string{"id > $1::bigint", "changed_at >= $2::timestamp", "changed_at < $3::timestamp"}
 	args := []any{int64(-1 << 62), o.From.UTC().Format("2006-01-02 15:04:05.999999"), o.To.UTC().Format("2006-01-02 15:04:05.999999")}
 	add := func(col, v string) {
 		if v != "" {
@@ -202,7 +202,7 @@ func searchLive(ctx context.Context, c Config, o SearchOptions, cols []Column, w
 		selectList(cols), strings.Join(where, " AND "), pageRows)
 	var total int64
 	for {
-		rows, err := c.Pool.Query(ctx, query, args...)
+		rows, err := c.Pool.Query(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
 		if err != nil {
 			return total, fmt.Errorf("search audit_logs: %w", err)
 		}
