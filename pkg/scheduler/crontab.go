@@ -56,7 +56,7 @@ func (c CatchUp) String() string {
 // rest (grant reports, cleanup, checks) wait for their next slot.
 func DefaultCatchUp(job string) CatchUp {
 	switch job {
-	case "backup":
+	case "backup", "backup-verify":
 		return CatchUp{Window: 24 * time.Hour}
 	case "audit-archive":
 		return CatchUp{Once: true}
@@ -374,8 +374,33 @@ func jobName(args []string) string {
 		}
 		return name
 	}
+	// Some subcommands are ledger jobs of their own (backup verify runs as
+	// "backup-verify"), so catch-up must look them up by that name.
+	if subs, ok := subcommandJobs[cmd]; ok {
+		for i := idx + 1; i < len(args); i++ {
+			if strings.HasPrefix(args[i], "-") {
+				if !strings.Contains(args[i], "=") && !boolGlobals[args[i]] && !boolSubFlags[args[i]] {
+					i++
+				}
+				continue
+			}
+			if job, ok := subs[args[i]]; ok {
+				return job
+			}
+			return cmd + "-" + args[i]
+		}
+	}
 	return cmd
 }
+
+// subcommandJobs maps a command's subcommands to the ledger job they record.
+var subcommandJobs = map[string]map[string]string{
+	"backup":        {"create": "backup", "verify": "backup-verify", "restore": "backup-restore", "prune": "backup-prune"},
+	"audit-archive": {"run": "audit-archive", "verify": "audit-archive-verify", "purge": "audit-archive-purge"},
+}
+
+// boolSubFlags are flags of those commands that take no value.
+var boolSubFlags = map[string]bool{"--prune": true, "--apply": true, "--dry-run": true, "--object-lock": true, "--force": true, "--keep-online": true}
 
 func unquote(s string) string {
 	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {

@@ -117,6 +117,13 @@ func TestJobName(t *testing.T) {
 		{"sleep-job default", []string{"sleep-job", "--for", "1s"}, "sleep"},
 		{"sleep-job named", []string{"sleep-job", "--job-name=nightly"}, "nightly"},
 		{"nothing", []string{"--json"}, ""},
+		{"backup create", []string{"backup", "create", "--prune", "--apply"}, "backup"},
+		{"backup with flags", []string{"backup", "--prune", "--apply"}, "backup"},
+		{"backup verify", []string{"backup", "verify", "latest", "--level", "restore"}, "backup-verify"},
+		{"backup flag before sub", []string{"backup", "--storage", "s3://b", "prune", "--apply"}, "backup-prune"},
+		{"backup status", []string{"backup", "status", "--max-age", "26h"}, "backup-status"},
+		{"audit run", []string{"audit-archive", "run"}, "audit-archive"},
+		{"audit purge", []string{"audit-archive", "purge", "--apply"}, "audit-archive-purge"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
