@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -65,6 +66,8 @@ type Options struct {
 	Now func() time.Time
 	// Logger for progress; default discards.
 	Logger *slog.Logger
+
+	headSize int64 // tests shrink it; see defaultHeadSize
 }
 
 // Validate names the first bad field.
@@ -109,6 +112,9 @@ func (o *Options) defaults() {
 	if o.Tool == "" {
 		o.Tool = "ip2a-ops"
 	}
+	if o.headSize == 0 {
+		o.headSize = defaultHeadSize
+	}
 }
 
 // Result is what Run did. On error it holds what was done before the error
@@ -120,17 +126,20 @@ type Result struct {
 	Key      string `json:"key,omitempty"`
 	// Stage is the last stage reached: cleanup, connect, dump, count,
 	// encode, upload, verify, manifest, done.
-	Stage         string   `json:"stage"`
-	DumpBytes     int64    `json:"dump_bytes"`
-	StoredBytes   int64    `json:"stored_bytes"`
-	Ratio         float64  `json:"compression_ratio,omitempty"`
-	Entries       int      `json:"archive_entries"`
-	Tables        int      `json:"tables"`
-	Rows          int64    `json:"rows"`
-	Encrypted     bool     `json:"encrypted"`
-	Verified      bool     `json:"verified"`
-	AuditTriggers []string `json:"audit_triggers,omitempty"`
-	PgDump        string   `json:"pg_dump,omitempty"`
+	Stage       string  `json:"stage"`
+	DumpBytes   int64   `json:"dump_bytes"`
+	StoredBytes int64   `json:"stored_bytes"`
+	Ratio       float64 `json:"compression_ratio,omitempty"`
+	Entries     int     `json:"archive_entries"`
+	Tables      int     `json:"tables"`
+	Rows        int64   `json:"rows"`
+	Encrypted   bool    `json:"encrypted"`
+	Verified    bool    `json:"verified"`
+	// CompressedDuringDump: the archive past its head was compressed while
+	// pg_dump wrote it (archives over 32 MiB).
+	CompressedDuringDump bool     `json:"compressed_during_dump"`
+	AuditTriggers        []string `json:"audit_triggers,omitempty"`
+	PgDump               string   `json:"pg_dump,omitempty"`
 	// Seconds spent per stage.
 	DumpSeconds   float64 `json:"dump_seconds"`
 	EncodeSeconds float64 `json:"encode_seconds"`
@@ -209,6 +218,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	defer cancelDump()
 	dumpDone := make(chan error, 1)
 	go func() { dumpDone <- runPgDump(dumpCtx, pgDump, o.DatabaseURL, snap.id, rawPath, o.LockWaitTimeout) }()
+	// Compress the archive's tail while pg_dump writes it (see headSize).
+	tailPath := wd.file("tail.zst")
+	tl := startTailer(dumpCtx, rawPath, tailPath, o.headSize, o.Level, o.Threads)
 	// Count while pg_dump runs, in the exported snapshot itself: the counts
 	// are exactly what the dump holds.
 	tables, countErr := countTables(ctx, snap.tx)
@@ -217,12 +229,19 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 	dumpErr := <-dumpDone
 	snap.close(ctx)
+	if dumpErr != nil || countErr != nil {
+		cancelDump()
+	}
+	tr := tl.finish()
 	switch {
 	case dumpErr != nil:
 		return res, dumpErr
 	case countErr != nil:
 		res.Stage = "count"
 		return res, fmt.Errorf("backup: %w", countErr)
+	case tr.err != nil:
+		res.Stage = "encode"
+		return res, fmt.Errorf("backup: compress during the dump: %w", diskFull(tr.err, o.WorkDir))
 	}
 	res.DumpSeconds = time.Since(t).Seconds()
 	res.Tables = len(tables)
@@ -247,7 +266,23 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("backup: encode: %w", err)
 	}
-	enc, err := encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
+	var enc encodeResult
+	if tr.started {
+		enc, err = assemble(ctx, rawPath, tailPath, o.headSize, tr, f, o.Level, o.Threads, recipients)
+		res.CompressedDuringDump = err == nil
+		if errors.Is(err, errTailChanged) {
+			o.Logger.Warn("archive head larger than expected; compressing the whole archive again", "head_bytes", o.headSize)
+			if err = f.Truncate(0); err == nil {
+				_, err = f.Seek(0, io.SeekStart)
+			}
+			if err == nil {
+				enc, err = encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
+			}
+		}
+	} else {
+		enc, err = encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
+	}
+	_ = os.Remove(tailPath)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

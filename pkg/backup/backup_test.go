@@ -270,3 +270,38 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCompressDuringDump takes both paths of compressing while pg_dump
+// writes: a head beyond the table of contents (the tail is used as
+// compressed during the dump) and a head inside it (pg_dump's rewrite of the
+// table of contents is detected and the archive compressed again whole).
+// Either way the backup restores exactly.
+func TestCompressDuringDump(t *testing.T) {
+	t.Parallel()
+	src := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 11, AuditYears: 2})
+	id, err := age.GenerateX25519Identity()
+	require.NoError(t, err)
+	tests := []struct {
+		name       string
+		head       int64
+		overlapped bool
+	}{
+		{"head past the table of contents", 400 << 10, true},
+		{"head inside the table of contents", 1 << 10, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := localStore(t)
+			res, err := Run(t.Context(), Options{DatabaseURL: src, Store: st, WorkDir: t.TempDir(),
+				Recipients: []string{id.Recipient().String()}, headSize: tt.head})
+			require.NoError(t, err)
+			require.Greater(t, res.DumpBytes, 2*tt.head)
+			require.Equal(t, tt.overlapped, res.CompressedDuringDump)
+			v, err := Verify(t.Context(), VerifyOptions{Store: st, ID: res.ID, Level: LevelRestore, ScratchURL: pgtest.AdminURL(t),
+				Identities: [][]byte{[]byte(id.String())}, WorkDir: t.TempDir()})
+			require.NoError(t, err)
+			require.Empty(t, v.Mismatches)
+		})
+	}
+}

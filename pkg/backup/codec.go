@@ -11,7 +11,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 
 	"filippo.io/age"
@@ -119,10 +118,7 @@ func encodeFile(ctx context.Context, src string, dst *os.File, level, threads in
 		}
 		sink = encrypter
 	}
-	if threads <= 0 {
-		threads = min(runtime.GOMAXPROCS(0), 4)
-	}
-	enc, err := zstd.NewWriter(sink, zstd.WithEncoderLevel(zstdLevel(level)), zstd.WithEncoderConcurrency(threads))
+	enc, err := newEncoder(sink, level, threads)
 	if err != nil {
 		return encodeResult{}, fmt.Errorf("compress: %w", err)
 	}
