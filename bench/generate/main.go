@@ -10,19 +10,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
@@ -48,26 +44,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	admin := *dbURL
-	if admin == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return fmt.Errorf("start cluster: %w", err)
-		}
-		defer c.Stop()
-		admin = c.URL("postgres")
-	}
-	dbName, drop, err := createDatabase(ctx, admin)
+	scratch, err := pgcluster.NewScratch(ctx, *dbURL, "ip2a_bench")
 	if err != nil {
 		return err
 	}
-	defer drop()
-	u, err := url.Parse(admin)
-	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
-	}
-	u.Path = "/" + dbName
-	pool, err := pgxpool.New(ctx, u.String())
+	defer scratch.Close()
+	pool, err := pgxpool.New(ctx, scratch.URL)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -140,33 +122,5 @@ SELECT i,
        'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36',
        CASE WHEN i % 97 = 0 THEN 'Bulk export requested' END
 FROM generate_series(1, $1::int) AS i`
-
-func createDatabase(ctx context.Context, admin string) (string, func(), error) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "ip2a_bench_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("connect to server: %w", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		return "", nil, fmt.Errorf("create database: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-		}
-	}
-	return name, drop, nil
-}
 
 func numCPU() int { return runtime.NumCPU() }

@@ -15,12 +15,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
@@ -81,30 +77,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	admin := *dbURL
-	if admin == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return fmt.Errorf("start cluster: %w", err)
-		}
-		defer c.Stop()
-		admin = c.URL("postgres")
-	}
-	dbName, drop, err := createDatabase(ctx, admin)
+	scratch, err := pgcluster.NewScratch(ctx, *dbURL, "ip2a_bench")
 	if err != nil {
 		return err
 	}
 	if *keep {
-		fmt.Fprintf(out, "keeping database %s (drop it with DROP DATABASE %s)\n", dbName, dbName)
+		fmt.Fprintf(out, "keeping database %s (drop it yourself)\n", scratch.URL)
 	} else {
-		defer drop()
+		defer scratch.Close()
 	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
-	}
-	u.Path = "/" + dbName
-	dsn := u.String()
+	dsn := scratch.URL
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -284,32 +266,4 @@ func load(ctx context.Context, pool *pgxpool.Pool, enrollments, expenses int) er
 		}
 	}
 	return nil
-}
-
-func createDatabase(ctx context.Context, admin string) (string, func(), error) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "ip2a_bench_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("connect to server: %w", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		return "", nil, fmt.Errorf("create database: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-		}
-	}
-	return name, drop, nil
 }

@@ -14,12 +14,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,26 +55,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	admin := *dbURL
-	if admin == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return fmt.Errorf("start cluster: %w", err)
-		}
-		defer c.Stop()
-		admin = c.URL("postgres")
-	}
-	name, drop, err := createDatabase(ctx, admin)
+	scratch, err := pgcluster.NewScratch(ctx, *dbURL, "ip2a_bench")
 	if err != nil {
 		return err
 	}
-	defer drop()
-	u, err := url.Parse(admin)
-	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
-	}
-	u.Path = "/" + name
-	cfg, err := pgxpool.ParseConfig(u.String())
+	defer scratch.Close()
+	cfg, err := pgxpool.ParseConfig(scratch.URL)
 	if err != nil {
 		return err
 	}
@@ -219,32 +202,4 @@ func writeFiles(ctx context.Context, pool *pgxpool.Pool, dir string) (int, error
 	close(ch)
 	wg.Wait()
 	return len(paths), first
-}
-
-func createDatabase(ctx context.Context, admin string) (string, func(), error) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "ip2a_bench_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("connect to server: %w", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		return "", nil, fmt.Errorf("create database: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintln(os.Stderr, "drop database:", err)
-		}
-	}
-	return name, drop, nil
 }

@@ -8,8 +8,6 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
@@ -111,38 +109,11 @@ func NewDatabase(t testing.TB) string {
 // CreateDatabase creates an empty database on the server admin points at
 // and returns its URL and a function that drops it.
 func CreateDatabase(ctx context.Context, admin string) (string, func() error, error) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "ip2a_test_" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
+	u, drop, err := pgcluster.CreateDatabase(ctx, admin, "ip2a_test")
 	if err != nil {
-		return "", nil, fmt.Errorf("connect to test server: %w", err)
+		return "", nil, fmt.Errorf("test database: %w", err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		return "", nil, fmt.Errorf("create test database: %w", err)
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("parse admin URL: %w", err)
-	}
-	u.Path = "/" + name
-	drop := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			return fmt.Errorf("drop test database %s: %w", name, err)
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("drop test database %s: %w", name, err)
-		}
-		return nil
-	}
-	return u.String(), drop, nil
+	return u, drop, nil
 }
 
 // WithDatabase returns u with its database name replaced by db.
