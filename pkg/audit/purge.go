@@ -129,7 +129,7 @@ func purgeMonth(ctx context.Context, c Config, rec Record, retain Age) (string, 
 		if err2 != nil {
 			return "", fmt.Errorf("purge %s: manifest and deletion record both missing: %w", rec.Month, err2)
 		}
-		manifest = pr.Manifest
+		manifest = []byte(pr.Manifest)
 	default:
 		return "", fmt.Errorf("purge %s: read manifest: %w", rec.Month, err)
 	}
@@ -137,7 +137,7 @@ func purgeMonth(ctx context.Context, c Config, rec Record, retain Age) (string, 
 		return "", fmt.Errorf("purge %s: %w: manifest SHA-256 differs from the record; not purged", rec.Month, ErrMismatch)
 	}
 	pr := PurgeRecord{Month: rec.Month, Reason: "past retention of " + retain.String(), PurgedAt: c.Now().UTC().Format(time.RFC3339),
-		RowCount: rec.RowCount, DataKey: rec.DataKey, ManifestKey: rec.ManifestKey, ManifestSHA256: rec.ManifestSHA256, Manifest: json.RawMessage(manifest)}
+		RowCount: rec.RowCount, DataKey: rec.DataKey, ManifestKey: rec.ManifestKey, ManifestSHA256: rec.ManifestSHA256, Manifest: string(manifest)}
 	body, err := json.MarshalIndent(pr, "", "  ")
 	if err != nil {
 		return "", err

@@ -100,16 +100,19 @@ func Verify(ctx context.Context, o VerifyOptions) (VerifyResult, error) {
 }
 
 // PurgeRecord is the deletion record stored for a purged month: it keeps
-// the manifest, so the chain can still be checked.
+// the manifest, so the chain can still be checked. Manifest is the
+// manifest file's exact text, a JSON string: the chain links the SHA-256 of
+// those bytes, which an embedded JSON value would not keep (encoding/json
+// re-indents it).
 type PurgeRecord struct {
-	Month          Month           `json:"month"`
-	Reason         string          `json:"reason"`
-	PurgedAt       string          `json:"purged_at"`
-	RowCount       int64           `json:"row_count"`
-	DataKey        string          `json:"data_key"`
-	ManifestKey    string          `json:"manifest_key"`
-	ManifestSHA256 string          `json:"manifest_sha256"`
-	Manifest       json.RawMessage `json:"manifest"`
+	Month          Month  `json:"month"`
+	Reason         string `json:"reason"`
+	PurgedAt       string `json:"purged_at"`
+	RowCount       int64  `json:"row_count"`
+	DataKey        string `json:"data_key"`
+	ManifestKey    string `json:"manifest_key"`
+	ManifestSHA256 string `json:"manifest_sha256"`
+	Manifest       string `json:"manifest"`
 }
 
 func readPurgeRecord(ctx context.Context, s storage.Store, key string) (PurgeRecord, error) {
@@ -137,7 +140,7 @@ func checkPurgeRecord(ctx context.Context, c Config, rec Record) error {
 	if err != nil {
 		return err
 	}
-	if pr.ManifestSHA256 != rec.ManifestSHA256 || sha256Hex(pr.Manifest) != rec.ManifestSHA256 {
+	if pr.ManifestSHA256 != rec.ManifestSHA256 || sha256Hex([]byte(pr.Manifest)) != rec.ManifestSHA256 {
 		return fmt.Errorf("%w: %s: deletion record's manifest does not match the recorded SHA-256", ErrMismatch, rec.Month)
 	}
 	return nil
