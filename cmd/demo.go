@@ -46,6 +46,7 @@ func demoSteps() []demoStep {
 		{"create ip2a-ops's schema (the run ledger)", demoMigrate},
 		{"cleanup: expired tokens and stale account locks", demoCleanup},
 		{"integrity-check: findings, a repair dry run, the applied repair, the comparison", demoIntegrity},
+		{"backup: an encrypted backup, verified by a restore drill, then restored", demoBackup},
 		{"grant-report: Excel workbooks for grant officers and funders", demoGrantReport},
 		{"audit-archive: old audit months to verified archives, guarded delete, legal hold, search", demoAudit},
 		{"daemon: two schedulers, each slot claimed and run once", demoDaemon},

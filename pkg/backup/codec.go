@@ -99,7 +99,7 @@ type encodeResult struct {
 }
 
 // encodeFile compresses (and, with recipients, encrypts) the file at src
-// into dst, fsyncs dst, and hashes both sides. Memory stays at a few
+// into dst and hashes both sides. Memory stays at a few
 // encoder windows whatever the size.
 func encodeFile(ctx context.Context, src string, dst *os.File, level, threads int, recipients []age.Recipient) (encodeResult, error) {
 	in, err := os.Open(src)
@@ -138,9 +138,8 @@ func encodeFile(ctx context.Context, src string, dst *os.File, level, threads in
 	if err := buffered.Flush(); err != nil {
 		return encodeResult{}, err
 	}
-	if err := dst.Sync(); err != nil {
-		return encodeResult{}, err
-	}
+	// No fsync here: this scratch file is only read back by the upload,
+	// and the store fsyncs what it keeps (Local) or the service does (S3).
 	return encodeResult{rawSize: raw.n, rawSHA: raw.sum(), storedSize: stored.n, storedSHA: stored.sum()}, nil
 }
 

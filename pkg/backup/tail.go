@@ -217,9 +217,8 @@ func assemble(ctx context.Context, rawPath, tailPath string, headSize int64, tr 
 	if err := buffered.Flush(); err != nil {
 		return encodeResult{}, err
 	}
-	if err := dst.Sync(); err != nil {
-		return encodeResult{}, err
-	}
+	// No fsync here: this scratch file is only read back by the upload,
+	// and the store fsyncs what it keeps (Local) or the service does (S3).
 	return encodeResult{rawSize: raw.n, rawSHA: raw.sum(), storedSize: stored.n, storedSHA: stored.sum()}, nil
 }
 
