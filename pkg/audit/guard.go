@@ -30,9 +30,11 @@ const guardMarker = "ip2a-ops audit guard v1"
 //     transition table, then checks every deleted row at once: the setting
 //     must name a month that the ops table records as archived and
 //     verified, and every row must lie in that month and its recorded id
-//     range; otherwise it raises and the whole statement is undone. Its
-//     function is SECURITY DEFINER, so it can read the ops table that the
-//     app's role cannot read or write: setting the variable is not enough.
+//     range, and the session's role must be (a member of) the owner of
+//     that ops table; otherwise it raises and the whole statement is
+//     undone. Its function is SECURITY DEFINER, so it can read the ops
+//     table that the app's role cannot read or write: setting the variable
+//     is not enough, even for a role that may DELETE from audit_logs.
 //   - audit_logs_prevent_truncate refuses TRUNCATE.
 //   - On the older schema, which has no trigger, the row triggers and
 //     prevent_audit_modification() are created: deleting old rows requires
@@ -80,6 +82,12 @@ DECLARE
 BEGIN
     IF m !~ '^[0-9]{4}-[0-9]{2}$' THEN
         RAISE EXCEPTION 'Audit logs are immutable. DELETE is allowed only for a month archived and verified by ip2a-ops.';
+    END IF;
+    -- The setting is anybody's to set: only ip2a-ops's role (the owner of
+    -- its state, or a member of that role) may delete.
+    IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class
+                                      WHERE oid = '{{ops}}.audit_archive_months'::regclass), 'MEMBER') THEN
+        RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: role % is not ip2a-ops.', session_user;
     END IF;
     SELECT month, min_id, max_id INTO a FROM {{ops}}.audit_archive_months
      WHERE month = to_date(m || '-01', 'YYYY-MM-DD') AND state = 'verified';
