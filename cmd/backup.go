@@ -72,7 +72,7 @@ func newBackupCmd(d *deps) *cobra.Command {
 		Use:   "backup",
 		Short: "Verified, encrypted, retained logical backups (create, list, verify, restore, prune, status)",
 		Long:  backupLong,
-		Example: `  ip2a-ops backup --storage file:///var/backups/ip2a --recipients-file /etc/ip2a-ops/recipients.txt --prune --apply
+		Example: `  ip2a-ops backup --storage file:///var/backups/ip2a --recipients-file /etc/ip2a-ops/recipients.txt --prune
   ip2a-ops backup --storage s3://ip2a-backups/prod
   ip2a-ops backup list --storage s3://ip2a-backups/prod --json
   ip2a-ops backup verify latest --level restore --identity /secure/ops.agekey
