@@ -275,7 +275,9 @@ func (w *rowWriter) write(line []byte) error {
 		v := m[c.Name]
 		switch {
 		case len(v) == 0 || bytes.Equal(v, []byte("null")):
-		case v[0] == '"' && c.kind != "jsonb" && c.kind != "json":
+		// Columns from a manifest carry only Type (kind is not stored), so
+		// both decide whether a JSON string is a json value to keep quoted.
+		case v[0] == '"' && c.kind != "jsonb" && c.kind != "json" && c.Type != "jsonb" && c.Type != "json":
 			var s string
 			_ = json.Unmarshal(v, &s)
 			rec[i] = s
