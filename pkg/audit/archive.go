@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -90,13 +89,39 @@ func (c *countingHash) Write(p []byte) (int, error) {
 
 func (c *countingHash) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
-// pageRows is the keyset page size of the export: big enough to amortise a
+// pageRows is the keyset page size of search: big enough to amortise a
 // round trip, small enough that a page is a few MB.
 const pageRows = 20000
 
+// copyRows streams month p's rows, in id order, as JSON lines into out with
+// one COPY, and counts them into m. Memory stays at a row plus buffers: the
+// COPY is read as it arrives.
+func copyRows(ctx context.Context, c Config, cols []Column, p monthPlan, out io.Writer, m *Manifest) error {
+	conn, err := c.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	where := fmt.Sprintf(`id >= %d AND id <= %d AND changed_at >= '%s'::timestamp AND changed_at < '%s'::timestamp`,
+		p.MinID, p.MaxID, pgTimestamp(p.Month.Start()), pgTimestamp(p.Month.End()))
+	enc := newRowEncoder(cols, func(line []byte, id int64) error {
+		if m.MinID < 0 {
+			m.MinID = id
+		}
+		m.MaxID, m.IDSum = id, m.IDSum+id
+		m.RowCount++
+		_, err := out.Write(line)
+		return err
+	})
+	if _, err := conn.Conn().PgConn().CopyTo(ctx, enc, copyQuery(cols, where)); err != nil {
+		return err
+	}
+	return enc.finish()
+}
+
 // exportMonth streams month p from the database into a zstd temp file,
 // hashing raw and compressed bytes, then stores data and manifest under
-// their fixed keys. Memory stays at a page plus the encoder's window.
+// their fixed keys. Memory stays at a row plus the encoder's window.
 func exportMonth(ctx context.Context, c Config, cols []Column, p monthPlan, prev link, retainUntil time.Time) (exported, error) {
 	tmp, err := os.CreateTemp(c.TempDir, "ip2a-audit-"+p.Month.String()+"-*.zst")
 	if err != nil {
@@ -120,50 +145,8 @@ func exportMonth(ctx context.Context, c Config, cols []Column, p monthPlan, prev
 		PreviousMonth: prev.month, PreviousManifestSHA256: prev.sha, Columns: cols,
 		ReadWith: fmt.Sprintf("zstdcat %s.jsonl.zst | jq -c 'select(.table_name == \"members\")'", p.Month),
 	}
-	query := fmt.Sprintf(`SELECT r.id::bigint, row_to_json(r)::text FROM (
-  SELECT %s FROM audit_logs
-  WHERE id > $1::bigint AND id <= $2::bigint AND changed_at >= $3::timestamp AND changed_at < $4::timestamp
-  ORDER BY id LIMIT %d) r ORDER BY r.id`, selectList(cols), pageRows)
-	from, to := pgTimestamp(p.Month.Start()), pgTimestamp(p.Month.End())
-	last := p.MinID - 1
-	for {
-		// Unnamed statement, planned with the actual bounds every time: a
-		// cached generic plan would not know the id range is narrow and
-		// could scan the whole table per page.
-		rows, err := c.Pool.Query(ctx, query, pgx.QueryExecModeExec, last, p.MaxID, from, to)
-		if err != nil {
-			return exported{}, fmt.Errorf("archive %s: read rows: %w", p.Month, err)
-		}
-		n := 0
-		for rows.Next() {
-			vals := rows.RawValues()
-			id, err := rawInt8(vals[0])
-			if err != nil {
-				rows.Close()
-				return exported{}, fmt.Errorf("archive %s: %w", p.Month, err)
-			}
-			if _, err := out.Write(vals[1]); err != nil {
-				rows.Close()
-				return exported{}, err
-			}
-			if err := out.WriteByte('\n'); err != nil {
-				rows.Close()
-				return exported{}, err
-			}
-			if m.MinID < 0 {
-				m.MinID = id
-			}
-			m.MaxID, m.IDSum, last = id, m.IDSum+id, id
-			m.RowCount++
-			n++
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return exported{}, fmt.Errorf("archive %s: read rows: %w", p.Month, err)
-		}
-		if n < pageRows {
-			break
-		}
+	if err := copyRows(ctx, c, cols, p, out, &m); err != nil {
+		return exported{}, fmt.Errorf("archive %s: read rows: %w", p.Month, err)
 	}
 	if m.RowCount == 0 {
 		return exported{}, fmt.Errorf("archive %s: no rows left to archive", p.Month)
