@@ -167,19 +167,34 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 		byMonth[r.Month] = r
 		tip = link{r.Month, r.ManifestSHA256}
 	}
+	// Two stages, one month apart: while month N is read back, verified
+	// and deleted, month N+1 is exported. The export stage hands over one
+	// month at a time and waits, so at most one month is in flight each
+	// way and memory stays that of two streams. Each month still goes
+	// through the same steps in the same order, each one safe to crash
+	// in: the stages only overlap different months.
+	stageCtx, cancel := context.WithCancel(ctx)
+	ch := make(chan staged)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.exportStage(stageCtx, cols, plan, byMonth, tip, ch)
+	}()
+	defer func() {
+		cancel()
+		for range ch {
+		}
+		<-done
+	}()
 	var mismatch bool
-	for _, p := range plan {
+	for s := range ch {
+		if s.err != nil {
+			return res, s.err
+		}
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		mr := MonthResult{Month: p.Month, Rows: p.Rows}
-		rec, ok := byMonth[p.Month]
-		switch {
-		case ok && (rec.State == StateDeleted || rec.State == StatePurged):
-			mr.Problem = fmt.Sprintf("%d rows of %s are in audit_logs although the month was archived and deleted (written later?); they are not archived", p.Rows, p.Month)
-		case !ok && p.Month.Before(tip.month):
-			mr.Problem = fmt.Sprintf("%d rows of %s are older than the newest archive (%s); archiving them would break the chain", p.Rows, p.Month, tip.month)
-		}
+		mr := s.mr
 		if mr.Problem != "" {
 			res.Problems = append(res.Problems, mr.Problem)
 			res.Months = append(res.Months, mr)
@@ -189,25 +204,11 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 			res.Months = append(res.Months, mr)
 			continue
 		}
-		if !ok {
-			var until time.Time
-			if o.ObjectLock {
-				until = p.Month.End().AddDate(o.Retain.Years, o.Retain.Months, 0)
-			}
-			e, err := exportMonth(ctx, c, cols, p, tip, until)
-			if err != nil {
-				return res, err
-			}
-			rec, err = saveArchived(ctx, c, e)
-			if err != nil {
-				return res, err
-			}
-			c.Logger.Info("archived month", "month", p.Month.String(), "rows", rec.RowCount, "bytes", rec.CompressedBytes)
-			tip = link{rec.Month, rec.ManifestSHA256}
-			mr.Uploaded = true
+		rec := s.rec
+		if mr.Uploaded {
 			res.MonthsUploaded++
 			res.RowsArchived += rec.RowCount
-			res.BytesUploaded += rec.CompressedBytes + int64(len(e.manifestRaw))
+			res.BytesUploaded += rec.CompressedBytes + s.manifestBytes
 		}
 		mr.Rows, mr.CompressedBytes = rec.RowCount, rec.CompressedBytes
 		if err := verifyForDelete(ctx, c, &rec, res.DeleteSkipped != ""); err != nil {
@@ -235,13 +236,17 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 				mr.Deleted = n
 				res.MonthsDeleted++
 				res.RowsDeleted += n
-				c.Logger.Info("deleted archived rows", "month", p.Month.String(), "rows", n)
+				c.Logger.Info("deleted archived rows", "month", s.mr.Month.String(), "rows", n)
 			}
 		}
 		res.Months = append(res.Months, mr)
 		if o.ProgressFunc != nil {
 			o.ProgressFunc(res)
 		}
+	}
+	// The export stage gives up without a word only when ctx is done.
+	if err := ctx.Err(); err != nil {
+		return res, err
 	}
 	switch {
 	case mismatch:
@@ -250,6 +255,70 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 		return res, fmt.Errorf("archive audit logs: %d problems: %w", len(res.Problems), exitcode.ErrProblems)
 	}
 	return res, nil
+}
+
+// staged is one month handed from the export stage to the verify-and-delete
+// stage: a problem, a dry-run entry, or a recorded archive to verify.
+type staged struct {
+	mr            MonthResult
+	rec           Record
+	manifestBytes int64
+	err           error
+}
+
+// exportStage classifies every planned month, exports and records those
+// not archived yet (oldest first, extending the chain from tip), and hands
+// each month to out in order. It stops after the first error, which it
+// hands over too, and closes out when done; it gives up when ctx is done.
+func (o RunOptions) exportStage(ctx context.Context, cols []Column, plan []monthPlan, byMonth map[Month]Record, tip link, out chan<- staged) {
+	defer close(out)
+	c := o.Config
+	send := func(s staged) bool {
+		select {
+		case out <- s:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for _, p := range plan {
+		s := staged{mr: MonthResult{Month: p.Month, Rows: p.Rows}}
+		if err := ctx.Err(); err != nil {
+			s.err = err
+			send(s)
+			return
+		}
+		rec, ok := byMonth[p.Month]
+		switch {
+		case ok && (rec.State == StateDeleted || rec.State == StatePurged):
+			s.mr.Problem = fmt.Sprintf("%d rows of %s are in audit_logs although the month was archived and deleted (written later?); they are not archived", p.Rows, p.Month)
+		case !ok && p.Month.Before(tip.month):
+			s.mr.Problem = fmt.Sprintf("%d rows of %s are older than the newest archive (%s); archiving them would break the chain", p.Rows, p.Month, tip.month)
+		}
+		if s.mr.Problem == "" && !o.DryRun && !ok {
+			var until time.Time
+			if o.ObjectLock {
+				until = p.Month.End().AddDate(o.Retain.Years, o.Retain.Months, 0)
+			}
+			e, err := exportMonth(ctx, c, cols, p, tip, until)
+			if err == nil {
+				rec, err = saveArchived(ctx, c, e)
+			}
+			if err != nil {
+				s.err = err
+				send(s)
+				return
+			}
+			c.Logger.Info("archived month", "month", p.Month.String(), "rows", rec.RowCount, "bytes", rec.CompressedBytes)
+			tip = link{rec.Month, rec.ManifestSHA256}
+			s.mr.Uploaded = true
+			s.manifestBytes = int64(len(e.manifestRaw))
+		}
+		s.rec = rec
+		if !send(s) {
+			return
+		}
+	}
 }
 
 // planMonths counts, in one pass over audit_logs, the rows of every month
