@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,8 +56,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	members := fs.Int("members", 10_000, "members")
 	keepDB := fs.String("keep-db", "", "name of a database to keep and reuse between runs (default: a throwaway one)")
 	workDir := fs.String("work-dir", "", "directory for dumps and the backup store (default: a temp dir)")
+	runs := fs.Int("runs", 1, "rounds of the backups (alternating order; medians compared)")
+	restoreRuns := fs.Int("restore-runs", 1, "rounds of the restores (alternating order; medians compared)")
+	floor := fs.Bool("floor", false, "also time pg_dump -Fc -Z0 (no compression), the floor of the backup's wall time")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *runs < 1 || *restoreRuns < 1 {
+		return fmt.Errorf("-runs and -restore-runs must be at least 1")
 	}
 	if _, err := os.Stat("/usr/bin/time"); err != nil {
 		return fmt.Errorf("/usr/bin/time missing: apt-get install time")
@@ -136,6 +143,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	env := append(os.Environ(), "DATABASE_URL="+src, "IP2A_OPS_LOG_FORMAT=json", "IP2A_OPS_LOG_LEVEL=warn")
 
 	pgDumpFile := filepath.Join(dir, "plain.dump")
+	floorFile := filepath.Join(dir, "floor.dump")
 	store := filepath.Join(dir, "store")
 	_ = os.RemoveAll(store)
 	type row struct {
@@ -152,16 +160,63 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{what: "pg_dump -Fc (gzip default)", cmd: []string{"pg_dump", "-Fc", "-f", pgDumpFile, "--dbname=" + src}},
 		{what: "ip2a-ops backup", cmd: []string{bin, "--auto-migrate", "backup", "--storage", store}},
 	}
-	for i := range rows {
-		r := &rows[i]
-		wall, rss, err := timed(ctx, r.cmd, env)
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.what, err)
+	if *floor {
+		// What pg_dump alone costs without compressing: the floor the
+		// backup's wall time is made of.
+		rows = append(rows, row{what: "pg_dump -Fc -Z0 (floor)", cmd: []string{"pg_dump", "-Fc", "-Z0", "-f", floorFile, "--dbname=" + src}})
+		defer os.Remove(floorFile)
+	}
+	// Each round runs every command once, in alternating order, so a load
+	// that comes and goes (the machine is shared) hits both alike; the
+	// median wall time of each is compared.
+	var phases strings.Builder
+	walls := make([][]time.Duration, len(rows))
+	for round := range *runs {
+		for k := range rows {
+			i := k
+			if round%2 == 1 {
+				i = len(rows) - 1 - k
+			}
+			r := &rows[i]
+			var stdout io.Writer = io.Discard
+			if i == 1 {
+				_ = os.RemoveAll(store) // one backup in the store: its size is the stored size
+				phases.Reset()
+				stdout = &phases
+			}
+			wall, rss, err := timed(ctx, r.cmd, env, stdout)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.what, err)
+			}
+			walls[i] = append(walls[i], wall)
+			r.rssKB = max(r.rssKB, rss)
+			if i == 1 {
+				for _, l := range strings.Split(phases.String(), "\n") {
+					if strings.Contains(l, "total") {
+						fmt.Fprintf(out, "round %d: ip2a-ops stages: %s\n", round+1, strings.TrimSpace(l))
+					}
+				}
+			}
 		}
-		r.wall, r.rssKB = wall, rss
+		if *runs > 1 {
+			fmt.Fprintf(out, "round %d:", round+1)
+			for i := range rows {
+				fmt.Fprintf(out, " %s %.1fs;", rows[i].what, walls[i][round].Seconds())
+			}
+			fmt.Fprintln(out)
+		}
+	}
+	for i := range rows {
+		rows[i].wall = median(walls[i])
 	}
 	rows[0].size = fileSize(pgDumpFile)
 	rows[1].size = dirSize(store)
+	if *floor {
+		rows[2].size = fileSize(floorFile)
+	}
+	if *runs > 1 {
+		fmt.Fprintf(out, "median of %d rounds, peak RSS the largest:\n", *runs)
+	}
 	fmt.Fprintf(out, "%-30s %10s %12s %12s\n", "backup", "wall", "stored", "peak RSS")
 	for _, r := range rows {
 		fmt.Fprintf(out, "%-30s %9.1fs %9.1f MB %9.1f MB\n", r.what, r.wall.Seconds(), float64(r.size)/1e6, float64(r.rssKB)/1024)
@@ -180,13 +235,33 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{what: "pg_restore (plain)", cmd: []string{"pg_restore", "--dbname=" + withDB(admin, plainDB), "--no-owner", pgDumpFile}},
 		{what: "ip2a-ops verify --level restore", cmd: []string{bin, "backup", "verify", "latest", "--level", "restore", "--storage", store, "--scratch-url", admin}},
 	}
-	for i := range restores {
-		r := &restores[i]
-		wall, rss, err := timed(ctx, r.cmd, env)
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.what, err)
+	rwalls := make([][]time.Duration, len(restores))
+	for round := range *restoreRuns {
+		for k := range restores {
+			i := k
+			if round%2 == 1 {
+				i = len(restores) - 1 - k
+			}
+			r := &restores[i]
+			if i == 0 && round > 0 {
+				_ = exec1(ctx, admin, "DROP DATABASE IF EXISTS "+plainDB+" WITH (FORCE)")
+				if err := exec1(ctx, admin, "CREATE DATABASE "+plainDB); err != nil {
+					return err
+				}
+			}
+			wall, rss, err := timed(ctx, r.cmd, env, io.Discard)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.what, err)
+			}
+			rwalls[i] = append(rwalls[i], wall)
+			r.rssKB = max(r.rssKB, rss)
 		}
-		r.wall, r.rssKB = wall, rss
+		if *restoreRuns > 1 {
+			fmt.Fprintf(out, "round %d: %s %.1fs; %s %.1fs\n", round+1, restores[0].what, rwalls[0][round].Seconds(), restores[1].what, rwalls[1][round].Seconds())
+		}
+	}
+	for i := range restores {
+		restores[i].wall = median(rwalls[i])
 	}
 	fmt.Fprintf(out, "%-30s %10s %12s\n", "restore", "wall", "peak RSS")
 	for _, r := range restores {
@@ -197,13 +272,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // timed runs cmd under /usr/bin/time -v and returns the wall time and the
-// peak RSS it reports (the largest of the process and its children).
-func timed(ctx context.Context, cmd []string, env []string) (time.Duration, int64, error) {
+// peak RSS it reports (the largest of the process and its children); the
+// command's output goes to stdout.
+func timed(ctx context.Context, cmd []string, env []string, stdout io.Writer) (time.Duration, int64, error) {
 	c := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-v"}, cmd...)...)
 	c.Env = env
 	var stderr strings.Builder
 	c.Stderr = &stderr
-	c.Stdout = io.Discard
+	c.Stdout = stdout
 	t := time.Now()
 	err := c.Run()
 	wall := time.Since(t)
@@ -219,6 +295,15 @@ func timed(ctx context.Context, cmd []string, env []string) (time.Duration, int6
 		}
 	}
 	return wall, rss, nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func tail(s string, n int) string {
