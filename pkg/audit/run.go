@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -167,27 +168,26 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 		byMonth[r.Month] = r
 		tip = link{r.Month, r.ManifestSHA256}
 	}
-	// Two stages, one month apart: while month N is read back, verified
-	// and deleted, month N+1 is exported. The export stage hands over one
-	// month at a time and waits, so at most one month is in flight each
-	// way and memory stays that of two streams. Each month still goes
-	// through the same steps in the same order, each one safe to crash
-	// in: the stages only overlap different months.
+	// Three stages, one month apart: while month N's rows are deleted,
+	// month N+1 is read back and verified and month N+2 exported. Each
+	// stage hands over one month at a time and waits, so at most one month
+	// is in flight between two stages and memory stays that of a few
+	// streams. Each month still goes through the same steps in the same
+	// order, each one safe to crash in: the stages only overlap different
+	// months.
 	stageCtx, cancel := context.WithCancel(ctx)
-	ch := make(chan staged)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		o.exportStage(stageCtx, cols, plan, byMonth, tip, ch)
-	}()
+	exportedCh, verifiedCh := make(chan staged), make(chan staged)
+	var wg sync.WaitGroup
+	wg.Go(func() { o.exportStage(stageCtx, cols, plan, byMonth, tip, exportedCh) })
+	wg.Go(func() { o.verifyStage(stageCtx, exportedCh, verifiedCh, res.DeleteSkipped != "") })
 	defer func() {
 		cancel()
-		for range ch {
+		for range verifiedCh {
 		}
-		<-done
+		wg.Wait()
 	}()
 	var mismatch bool
-	for s := range ch {
+	for s := range verifiedCh {
 		if s.err != nil {
 			return res, s.err
 		}
@@ -211,10 +211,7 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 			res.BytesUploaded += rec.CompressedBytes + s.manifestBytes
 		}
 		mr.Rows, mr.CompressedBytes = rec.RowCount, rec.CompressedBytes
-		if err := verifyForDelete(ctx, c, &rec, res.DeleteSkipped != ""); err != nil {
-			if !errors.Is(err, ErrMismatch) {
-				return res, err
-			}
+		if err := s.verifyErr; err != nil {
 			mismatch = true
 			mr.Problem = err.Error()
 			res.Problems = append(res.Problems, mr.Problem)
@@ -263,7 +260,41 @@ type staged struct {
 	mr            MonthResult
 	rec           Record
 	manifestBytes int64
-	err           error
+	// verifyErr is the mismatch the read-back found (wraps ErrMismatch).
+	verifyErr error
+	err       error
+}
+
+// handOver sends s unless ctx is done first.
+func handOver(ctx context.Context, out chan<- staged, s staged) bool {
+	select {
+	case out <- s:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// verifyStage reads back and verifies every recorded archive from in (see
+// verifyForDelete) and hands each month on to out in order, with the
+// mismatch it found. Other errors stop it after handing them over. It
+// closes out when done.
+func (o RunOptions) verifyStage(ctx context.Context, in <-chan staged, out chan<- staged, count bool) {
+	defer close(out)
+	for s := range in {
+		if s.err == nil && s.mr.Problem == "" && !o.DryRun {
+			if err := verifyForDelete(ctx, o.Config, &s.rec, count); err != nil {
+				if errors.Is(err, ErrMismatch) {
+					s.verifyErr = err
+				} else {
+					s.err = err
+				}
+			}
+		}
+		if !handOver(ctx, out, s) || s.err != nil {
+			return
+		}
+	}
 }
 
 // exportStage classifies every planned month, exports and records those
@@ -273,14 +304,7 @@ type staged struct {
 func (o RunOptions) exportStage(ctx context.Context, cols []Column, plan []monthPlan, byMonth map[Month]Record, tip link, out chan<- staged) {
 	defer close(out)
 	c := o.Config
-	send := func(s staged) bool {
-		select {
-		case out <- s:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	send := func(s staged) bool { return handOver(ctx, out, s) }
 	for _, p := range plan {
 		s := staged{mr: MonthResult{Month: p.Month, Rows: p.Rows}}
 		if err := ctx.Err(); err != nil {
