@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -255,69 +254,43 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	res.Entries = entries
 
 	res.Stage = "encode"
-	t = time.Now()
 	key := o.Prefix + id + "/" + dataName
 	if len(recipients) > 0 {
 		key += ".age"
 	}
 	res.Key = key
-	encPath := wd.file("object")
-	f, err := os.OpenFile(encPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return res, fmt.Errorf("backup: encode: %w", err)
-	}
-	var enc encodeResult
-	if tr.started {
-		enc, err = assemble(ctx, rawPath, tailPath, o.headSize, tr, f, o.Level, o.Threads, recipients)
-		res.CompressedDuringDump = err == nil
-		if errors.Is(err, errTailChanged) {
-			o.Logger.Warn("archive head larger than expected; compressing the whole archive again", "head_bytes", o.headSize)
-			if err = f.Truncate(0); err == nil {
-				_, err = f.Seek(0, io.SeekStart)
-			}
-			if err == nil {
-				enc, err = encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
-			}
-		}
-	} else {
-		enc, err = encodeFile(ctx, rawPath, f, o.Level, o.Threads, recipients)
-	}
-	_ = os.Remove(tailPath)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return res, fmt.Errorf("backup: encode: %w", diskFull(err, o.WorkDir))
-	}
-	// The raw dump is no longer needed; free its space before uploading.
-	_ = os.Remove(rawPath)
-	res.DumpBytes, res.StoredBytes = enc.rawSize, enc.storedSize
-	if enc.storedSize > 0 {
-		res.Ratio = float64(enc.rawSize) / float64(enc.storedSize)
-	}
 	res.Encrypted = len(recipients) > 0
-	res.EncodeSeconds = time.Since(t).Seconds()
-
-	res.Stage = "upload"
-	t = time.Now()
-	in, err := os.Open(encPath)
-	if err != nil {
-		return res, fmt.Errorf("backup: upload: %w", err)
-	}
-	_, err = o.Store.Put(ctx, key, in, storage.PutOptions{SHA256: enc.storedSHA, Size: enc.storedSize})
-	_ = in.Close()
-	if err != nil {
-		return res, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, err)
-	}
-	stored := true
+	encPath := wd.file("object")
+	var enc encodeResult
+	stored := false
 	defer func() {
 		if err != nil && stored {
 			// No manifest: remove the object now rather than leave an orphan.
 			_ = o.Store.Delete(context.WithoutCancel(ctx), key)
 		}
 	}()
+	var checked *Verification // the stored object's checksum, checked already
+	if tr.started {
+		enc, checked, err = putSplit(ctx, &o, &res, key, rawPath, wd, tr, recipients, &stored)
+		res.CompressedDuringDump = err == nil
+		if errors.Is(err, errTailChanged) {
+			o.Logger.Warn("archive head larger than expected; compressing the whole archive again", "head_bytes", o.headSize)
+			enc, err = putWhole(ctx, &o, &res, key, rawPath, encPath, recipients, &stored)
+			checked = nil
+		}
+	} else {
+		enc, err = putWhole(ctx, &o, &res, key, rawPath, encPath, recipients, &stored)
+	}
+	if err != nil {
+		return res, err
+	}
+	_ = os.Remove(tailPath)
+	_ = os.Remove(rawPath)
 	_ = os.Remove(encPath)
-	res.UploadSeconds = time.Since(t).Seconds()
+	res.DumpBytes, res.StoredBytes = enc.rawSize, enc.storedSize
+	if enc.storedSize > 0 {
+		res.Ratio = float64(enc.rawSize) / float64(enc.storedSize)
+	}
 
 	m := &Manifest{
 		ID: id, Tool: o.Tool,
@@ -335,10 +308,16 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if o.Verify == LevelChecksum {
 		res.Stage = "verify"
 		t = time.Now()
-		v := checksumStored(ctx, o.Store, *m)
+		var v Verification
+		if checked != nil {
+			// Checked while the raw archive was being hashed.
+			v = *checked
+		} else {
+			v = checksumStored(ctx, o.Store, *m)
+			v.Seconds = time.Since(t).Seconds()
+		}
 		v.At = o.Now().UTC()
-		res.VerifySeconds = time.Since(t).Seconds()
-		v.Seconds = res.VerifySeconds
+		res.VerifySeconds = v.Seconds
 		m.Verifications = append(m.Verifications, v)
 		if !v.OK {
 			return res, fmt.Errorf("backup: verify the stored object: %s", v.Error)

@@ -3,8 +3,6 @@ package backup
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -42,7 +41,7 @@ type tailer struct {
 type tailResult struct {
 	started bool   // the file grew past headSize
 	size    int64  // raw bytes compressed (past the head)
-	sha     string // their SHA-256
+	sum     uint64 // their xxhash, to check they did not change
 	err     error
 }
 
@@ -110,7 +109,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	if err != nil {
 		return tailResult{err: err}
 	}
-	h := sha256.New()
+	h := xxhash.New()
 	var n int64
 	buf := make([]byte, copyBuf)
 	for {
@@ -148,7 +147,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	if err := bw.Flush(); err != nil {
 		return tailResult{err: err}
 	}
-	return tailResult{started: true, size: n, sha: hex.EncodeToString(h.Sum(nil))}
+	return tailResult{started: true, size: n, sum: h.Sum64()}
 }
 
 func newEncoder(w io.Writer, level, threads int) (*zstd.Encoder, error) {
@@ -158,68 +157,152 @@ func newEncoder(w io.Writer, level, threads int) (*zstd.Encoder, error) {
 	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstdLevel(level)), zstd.WithEncoderConcurrency(threads))
 }
 
-// assemble writes the stored object into dst: the head of the raw archive
-// compressed now, then the tail compressed during the dump, the whole
-// optionally encrypted. It hashes the raw archive in the same pass and
-// checks that the tail did not change after it was compressed; if it did
-// (a table of contents larger than the head), it reports errTailChanged and
-// the caller compresses the whole archive instead.
-func assemble(ctx context.Context, rawPath, tailPath string, headSize int64, tr tailResult, dst *os.File, level, threads int, recipients []age.Recipient) (encodeResult, error) {
+// rawHash is the one pass over the finished raw archive: its size and
+// SHA-256 for the manifest, and whether its bytes past the head are still
+// the ones the tailer compressed.
+type rawHash struct {
+	size      int64
+	sha       string
+	unchanged bool
+	err       error
+}
+
+// hashRaw reads the finished archive once: SHA-256 of all of it, and an
+// xxhash of the part past the head compared with the tailer's. The check
+// only has to notice pg_dump's rewrite of the table of contents reaching
+// past the head (not an adversary), so a 64-bit hash is plenty and costs a
+// fraction of a second SHA-256 pass.
+func hashRaw(ctx context.Context, rawPath string, headSize int64, tr tailResult) rawHash {
 	in, err := os.Open(rawPath)
 	if err != nil {
-		return encodeResult{}, err
+		return rawHash{err: err}
 	}
 	defer in.Close()
-	stored := newHashingWriter(dst)
-	buffered := bufio.NewWriterSize(stored, copyBuf)
-	var sink io.Writer = buffered
-	var encrypter io.WriteCloser
-	if len(recipients) > 0 {
-		if encrypter, err = age.Encrypt(buffered, recipients...); err != nil {
-			return encodeResult{}, fmt.Errorf("encrypt: %w", err)
-		}
-		sink = encrypter
-	}
-	enc, err := newEncoder(sink, level, threads)
-	if err != nil {
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
-	}
 	raw := newHashingReader(ctxReader{ctx, in})
-	if _, err := io.CopyN(enc, raw, headSize); err != nil {
+	buf := make([]byte, copyBuf)
+	if _, err := io.CopyBuffer(io.Discard, io.LimitReader(raw, headSize), buf); err != nil {
+		return rawHash{err: err}
+	}
+	seg := xxhash.New()
+	rest, err := io.CopyBuffer(seg, raw, buf)
+	if err != nil {
+		return rawHash{err: err}
+	}
+	return rawHash{size: raw.n, sha: raw.sum(), unchanged: rest == tr.size && seg.Sum64() == tr.sum}
+}
+
+// compressHead writes the archive's first headSize bytes, compressed as a
+// zstd frame of their own, to out.
+func compressHead(ctx context.Context, rawPath, out string, headSize int64, level, threads int) error {
+	in, err := os.Open(rawPath)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, copyBuf)
+	enc, err := newEncoder(bw, level, threads)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(enc, ctxReader{ctx, in}, headSize); err != nil {
 		enc.Close()
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
+		return err
 	}
 	if err := enc.Close(); err != nil {
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
+		return err
 	}
-	// Hash the rest (already compressed) and compare with what the tailer saw.
-	seg := sha256.New()
-	rest, err := io.CopyBuffer(seg, raw, make([]byte, copyBuf))
-	if err != nil {
-		return encodeResult{}, err
+	if err := bw.Flush(); err != nil {
+		return err
 	}
-	if rest != tr.size || hex.EncodeToString(seg.Sum(nil)) != tr.sha {
-		return encodeResult{}, errTailChanged
-	}
-	tail, err := os.Open(tailPath)
-	if err != nil {
-		return encodeResult{}, err
-	}
-	defer tail.Close()
-	if _, err := io.CopyBuffer(sink, ctxReader{ctx, tail}, make([]byte, copyBuf)); err != nil {
-		return encodeResult{}, err
-	}
-	if encrypter != nil {
-		if err := encrypter.Close(); err != nil {
-			return encodeResult{}, fmt.Errorf("encrypt: %w", err)
+	return f.Close()
+}
+
+// storedParts is the stored object made of the head frame and the tail
+// compressed during the dump: without recipients the two files are uploaded
+// as they are (hashed first, so the store gets the checksum up front, and
+// never copied into a third file); with recipients they are encrypted into
+// the object file at encPath.
+type storedParts struct {
+	files []string
+	size  int64
+	sha   string
+}
+
+func prepareParts(ctx context.Context, headPath, tailPath, encPath string, recipients []age.Recipient) (storedParts, error) {
+	src := []string{headPath, tailPath}
+	if len(recipients) == 0 {
+		h := newHashingWriter(io.Discard)
+		if err := copyFiles(ctx, h, src); err != nil {
+			return storedParts{}, err
 		}
+		return storedParts{files: src, size: h.n, sha: h.sum()}, nil
+	}
+	f, err := os.OpenFile(encPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return storedParts{}, err
+	}
+	defer f.Close()
+	stored := newHashingWriter(f)
+	buffered := bufio.NewWriterSize(stored, copyBuf)
+	encrypter, err := age.Encrypt(buffered, recipients...)
+	if err != nil {
+		return storedParts{}, fmt.Errorf("encrypt: %w", err)
+	}
+	if err := copyFiles(ctx, encrypter, src); err != nil {
+		return storedParts{}, err
+	}
+	if err := encrypter.Close(); err != nil {
+		return storedParts{}, fmt.Errorf("encrypt: %w", err)
 	}
 	if err := buffered.Flush(); err != nil {
-		return encodeResult{}, err
+		return storedParts{}, err
 	}
 	// No fsync here: this scratch file is only read back by the upload,
 	// and the store fsyncs what it keeps (Local) or the service does (S3).
-	return encodeResult{rawSize: raw.n, rawSHA: raw.sum(), storedSize: stored.n, storedSHA: stored.sum()}, nil
+	if err := f.Close(); err != nil {
+		return storedParts{}, err
+	}
+	return storedParts{files: []string{encPath}, size: stored.n, sha: stored.sum()}, nil
 }
 
-var errTailChanged = errors.New("archive changed past the head after it was compressed")
+func copyFiles(ctx context.Context, w io.Writer, paths []string) error {
+	buf := make([]byte, copyBuf)
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		_, err = io.CopyBuffer(w, ctxReader{ctx, f}, buf)
+		_ = f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openParts opens the files as one reader; close closes them all.
+func openParts(paths []string) (io.Reader, func(), error) {
+	var rs []io.Reader
+	var fs []*os.File
+	closeAll := func() {
+		for _, f := range fs {
+			_ = f.Close()
+		}
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		fs = append(fs, f)
+		rs = append(rs, f)
+	}
+	return io.MultiReader(rs...), closeAll, nil
+}
