@@ -57,13 +57,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	keepDB := fs.String("keep-db", "", "name of a database to keep and reuse between runs (default: a throwaway one)")
 	workDir := fs.String("work-dir", "", "directory for dumps and the backup store (default: a temp dir)")
 	runs := fs.Int("runs", 1, "rounds of the backups (alternating order; medians compared)")
-	restoreRuns := fs.Int("restore-runs", 1, "rounds of the restores (alternating order; medians compared)")
+	restoreRuns := fs.Int("restore-runs", 1, "rounds of the restores (alternating order; medians compared; 0 skips them)")
+	compression := fs.Int("compression", 0, "ip2a-ops backup --compression (0: its default)")
 	floor := fs.Bool("floor", false, "also time pg_dump -Fc -Z0 (no compression), the floor of the backup's wall time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *runs < 1 || *restoreRuns < 1 {
-		return fmt.Errorf("-runs and -restore-runs must be at least 1")
+	if *runs < 1 || *restoreRuns < 0 {
+		return fmt.Errorf("-runs must be at least 1, -restore-runs at least 0 (0 skips the restores)")
 	}
 	if _, err := os.Stat("/usr/bin/time"); err != nil {
 		return fmt.Errorf("/usr/bin/time missing: apt-get install time")
@@ -160,6 +161,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{what: "pg_dump -Fc (gzip default)", cmd: []string{"pg_dump", "-Fc", "-f", pgDumpFile, "--dbname=" + src}},
 		{what: "ip2a-ops backup", cmd: []string{bin, "--auto-migrate", "backup", "--storage", store}},
 	}
+	if *compression > 0 {
+		rows[1].what += fmt.Sprintf(" --compression %d", *compression)
+		rows[1].cmd = append(rows[1].cmd, "--compression", strconv.Itoa(*compression))
+	}
 	if *floor {
 		// What pg_dump alone costs without compressing: the floor the
 		// backup's wall time is made of.
@@ -224,6 +229,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "ratio: wall %.2fx (goal <= 0.6), size %.2fx (goal <= 1.0), RSS %.0f MB (goal < 100)\n\n",
 		rows[1].wall.Seconds()/rows[0].wall.Seconds(), float64(rows[1].size)/float64(rows[0].size), float64(rows[1].rssKB)/1024)
 
+	if *restoreRuns == 0 {
+		return nil
+	}
 	// Restores: plain pg_restore into an empty database vs the drill.
 	plainDB := name + "_plain_restore"
 	_ = exec1(ctx, admin, "DROP DATABASE IF EXISTS "+plainDB+" WITH (FORCE)")

@@ -154,8 +154,21 @@ func newEncoder(w io.Writer, level, threads int) (*zstd.Encoder, error) {
 	if threads <= 0 {
 		threads = min(runtime.GOMAXPROCS(0), 4)
 	}
-	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstdLevel(level)), zstd.WithEncoderConcurrency(threads))
+	opts := []zstd.EOption{zstd.WithEncoderLevel(zstdLevel(level)), zstd.WithEncoderConcurrency(threads)}
+	if level < 4 {
+		// A pg_dump archive's redundancy is local (rows of one table, the
+		// same JSON keys row after row): on the bench database a 1 MiB
+		// window compresses smaller than the levels' 4-8 MiB (default
+		// 119.7 vs 120.1 MB, better 106.2 vs 107.7 MB), ~25% faster (the
+		// match tables stay in cache) and with a third of the memory.
+		// Bigger windows (32, 64 MiB) gained nothing and cost 100+ MB.
+		opts = append(opts, zstd.WithWindowSize(encoderWindow))
+	}
+	return zstd.NewWriter(w, opts...)
 }
+
+// encoderWindow is the zstd window of levels 1-3; see newEncoder.
+const encoderWindow = 1 << 20
 
 // rawHash is the one pass over the finished raw archive: its size and
 // SHA-256 for the manifest, and whether its bytes past the head are still
