@@ -282,12 +282,16 @@ func TestCompressDuringDump(t *testing.T) {
 	id, err := age.GenerateX25519Identity()
 	require.NoError(t, err)
 	tests := []struct {
-		name       string
-		head       int64
-		overlapped bool
+		name string
+		head int64
+		// overlapped is the path the run must take; nil when it depends on
+		// timing: a tailer that starts reading only after pg_dump rewrote
+		// its table of contents reads the final bytes, so the check passes
+		// and the overlapped result is as correct as the fallback.
+		overlapped *bool
 	}{
-		{"head past the table of contents", 400 << 10, true},
-		{"head inside the table of contents", 1 << 10, false},
+		{"head past the table of contents", 400 << 10, ptr(true)},
+		{"head inside the table of contents", 1 << 10, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,7 +301,10 @@ func TestCompressDuringDump(t *testing.T) {
 				Recipients: []string{id.Recipient().String()}, headSize: tt.head})
 			require.NoError(t, err)
 			require.Greater(t, res.DumpBytes, 2*tt.head)
-			require.Equal(t, tt.overlapped, res.CompressedDuringDump)
+			if tt.overlapped != nil {
+				require.Equal(t, *tt.overlapped, res.CompressedDuringDump)
+			}
+			t.Logf("compressed during dump: %v", res.CompressedDuringDump)
 			v, err := Verify(t.Context(), VerifyOptions{Store: st, ID: res.ID, Level: LevelRestore, ScratchURL: pgtest.AdminURL(t),
 				Identities: [][]byte{[]byte(id.String())}, WorkDir: t.TempDir()})
 			require.NoError(t, err)
@@ -305,3 +312,5 @@ func TestCompressDuringDump(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
