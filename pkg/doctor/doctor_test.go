@@ -23,14 +23,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func open(t *testing.T, u string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), u)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 func pgDump(t *testing.T) string {
 	t.Helper()
 	dir, err := pgcluster.FindBinDir(15)
@@ -68,7 +60,7 @@ const goodCrontab = `# every job at its own time, UTC
 func healthy(t *testing.T) (*pgxpool.Pool, string, Options) {
 	t.Helper()
 	u := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Members: 20, Users: 5, AuditRowsPerMonth: 5})
-	pool := open(t, u)
+	pool := pgtest.Pool(t, u)
 	_, err := migrate.Up(t.Context(), pool, migrate.DefaultSchema)
 	require.NoError(t, err)
 	_, err = audit.InstallGuard(t.Context(), audit.Config{Pool: pool})
@@ -128,7 +120,7 @@ func TestDoctorFindsWhatIsBroken(t *testing.T) {
 	t.Run("older schema without trigger, guard or ops schema", func(t *testing.T) {
 		t.Parallel()
 		u := fixturetest.NewTestDB(t, fixture.Older, fixture.Options{Members: 20, Users: 5, AuditRowsPerMonth: 5})
-		res, err := Run(t.Context(), Options{Pool: open(t, u), PgDump: pgDump(t)})
+		res, err := Run(t.Context(), Options{Pool: pgtest.Pool(t, u), PgDump: pgDump(t)})
 		require.NoError(t, err)
 		require.Equal(t, Problem, find(t, res, "audit_logs immutability trigger").Status)
 		require.Equal(t, Problem, find(t, res, "ip2a-ops audit guard").Status)
@@ -165,7 +157,7 @@ func TestDoctorFindsWhatIsBroken(t *testing.T) {
 		_, err := pool.Exec(t.Context(), `CREATE ROLE `+role+` LOGIN PASSWORD 'pw'`)
 		require.NoError(t, err)
 		t.Cleanup(func() {
-			admin := open(t, pgtest.AdminURL(t))
+			admin := pgtest.Pool(t, pgtest.AdminURL(t))
 			_, _ = pool.Exec(t.Context(), `DROP OWNED BY `+role)
 			_, _ = admin.Exec(t.Context(), `DROP ROLE `+role)
 		})
@@ -174,7 +166,7 @@ func TestDoctorFindsWhatIsBroken(t *testing.T) {
 		pu, err := url.Parse(u)
 		require.NoError(t, err)
 		pu.User = url.UserPassword(role, "pw")
-		limited := open(t, pu.String())
+		limited := pgtest.Pool(t, pu.String())
 		o.Pool = limited
 		res, err := Run(t.Context(), o)
 		require.NoError(t, err)

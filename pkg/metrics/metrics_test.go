@@ -18,14 +18,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func open(t *testing.T, url string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(t.Context(), url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 func exec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	_, err := pool.Exec(t.Context(), sql, args...)
@@ -38,7 +30,7 @@ func exec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 // belong in it.
 func TestAdminFiguresCountExactlyWhatTheyShould(t *testing.T) {
 	t.Parallel()
-	pool := open(t, fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Members: 40, Users: 10, AuditRowsPerMonth: 20}))
+	pool := pgtest.Pool(t, fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Members: 40, Users: 10, AuditRowsPerMonth: 20}))
 	now := fixture.DefaultNow // Sunday 2025-06-15 12:00 UTC
 	require.Equal(t, time.Sunday, now.Weekday())
 	before, err := Collect(t.Context(), Options{Pool: pool, Now: now})
@@ -111,7 +103,7 @@ func TestMissingTablesAndColumnsAreSkipped(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pool := open(t, fixturetest.NewTestDB(t, tt.gen, fixture.Options{Members: 20, Users: 5, AuditRowsPerMonth: 5}))
+			pool := pgtest.Pool(t, fixturetest.NewTestDB(t, tt.gen, fixture.Options{Members: 20, Users: 5, AuditRowsPerMonth: 5}))
 			for _, q := range tt.drop {
 				exec(t, pool, q)
 			}
@@ -133,7 +125,7 @@ func TestMissingTablesAndColumnsAreSkipped(t *testing.T) {
 func TestDatabaseHealth(t *testing.T) {
 	t.Parallel()
 	url := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Members: 30, AuditRowsPerMonth: 50})
-	pool := open(t, url)
+	pool := pgtest.Pool(t, url)
 	// Dead tuples: delete rows and flush this backend's statistics.
 	// (audit_logs refuses deletes in the newer schema.)
 	conn, err := pool.Acquire(t.Context())
@@ -176,7 +168,7 @@ func TestDatabaseHealth(t *testing.T) {
 
 func TestJobHealthFromTheLedger(t *testing.T) {
 	t.Parallel()
-	pool := open(t, pgtest.NewDatabase(t))
+	pool := pgtest.Pool(t, pgtest.NewDatabase(t))
 	_, err := migrate.Up(t.Context(), pool, migrate.DefaultSchema)
 	require.NoError(t, err)
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
+	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
 
@@ -32,7 +33,7 @@ func TestGrantReportGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := fixturetest.NewTestDB(t, tc.gen, fixture.Options{Seed: 1, Now: frozenNow})
-			pool := openPool(t, url)
+			pool := pgtest.Pool(t, url)
 			dir := t.TempDir()
 			res, err := GrantReport(t.Context(), GrantOptions{Pool: pool, Grant: "1", Out: dir, Now: frozenNow, ToolVersion: "test",
 				From: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 9, 30, 0, 0, 0, 0, time.UTC)})

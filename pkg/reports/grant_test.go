@@ -15,6 +15,7 @@ import (
 	"github.com/xuri/excelize/v2"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
+	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
 
@@ -27,7 +28,7 @@ func TestGrantReportTotalsMatchSQL(t *testing.T) {
 		t.Run(string(gen), func(t *testing.T) {
 			t.Parallel()
 			url := fixturetest.NewTestDB(t, gen, fixture.Options{Seed: 7, Now: frozenNow, Grants: 4, SoftDeletedPercent: 20})
-			pool := openPool(t, url)
+			pool := pgtest.Pool(t, url)
 			// Every grant, so --all-active is not the only path tested.
 			mustExec(t, pool, `UPDATE grants SET is_active = true`)
 			if gen == fixture.Newer {
@@ -97,7 +98,7 @@ func TestGrantReportTotalsMatchSQL(t *testing.T) {
 func TestGrantReportEdgeCases(t *testing.T) {
 	t.Parallel()
 	url := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 3, Now: frozenNow, Grants: -1})
-	pool := openPool(t, url)
+	pool := pgtest.Pool(t, url)
 	long := strings.Repeat("長", 20000) + strings.Repeat("x", 20000) // 40,000 characters
 	mustExec(t, pool, `INSERT INTO grants (id, name, grant_number, funding_source, total_amount, start_date, end_date,
 		allowable_categories, status, is_active, created_at, updated_at)
@@ -171,7 +172,7 @@ var excelizeRaw = excelizeRawOpts()
 func TestGrantReportBadInput(t *testing.T) {
 	t.Parallel()
 	url := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 1, Now: frozenNow})
-	pool := openPool(t, url)
+	pool := pgtest.Pool(t, url)
 	var numbers []string
 	rows, err := pool.Query(t.Context(), `SELECT grant_number FROM grants ORDER BY id`)
 	require.NoError(t, err)
@@ -235,7 +236,7 @@ func TestGrantReportDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = osexec.Command("umount", dir).Run() })
 	url := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 1, Now: frozenNow})
-	pool := openPool(t, url)
+	pool := pgtest.Pool(t, url)
 	out := filepath.Join(dir, "report.xlsx")
 	_, err := GrantReport(t.Context(), GrantOptions{Pool: pool, Grant: "1", Out: out, Now: frozenNow})
 	require.Error(t, err)

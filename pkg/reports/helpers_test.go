@@ -24,14 +24,6 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // frozenNow is the test clock: the fixture's data is relative to it too.
 var frozenNow = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
-func openPool(t testing.TB, url string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 func mustExec(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	_, err := pool.Exec(context.Background(), sql, args...)
