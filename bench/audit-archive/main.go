@@ -13,12 +13,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,20 +63,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if b, err := exec.Command("go", "build", "-o", bin, "github.com/ip2a/ip2a-ops").CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v\n%s", err, b)
 	}
-	admin := *dbURL
-	if admin == "" {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return fmt.Errorf("start cluster: %w", err)
-		}
-		defer c.Stop()
-		admin = c.URL("postgres")
-	}
-	dbURLs, drop, err := createDatabase(ctx, admin)
+	scratch, err := pgcluster.NewScratch(ctx, *dbURL, "bench_audit")
 	if err != nil {
 		return err
 	}
-	defer drop()
+	defer scratch.Close()
+	dbURLs := scratch.URL
 	pool, err := pgxpool.New(ctx, dbURLs)
 	if err != nil {
 		return err
@@ -247,30 +236,4 @@ func startInserts(ctx context.Context, dbURL string) func() latency {
 		}
 		return l
 	}
-}
-
-func createDatabase(ctx context.Context, admin string) (string, func(), error) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "bench_audit_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		return "", nil, err
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	return u.String(), func() {
-		c, err := pgx.Connect(context.Background(), admin)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(context.Background())
-		}
-	}, nil
 }
