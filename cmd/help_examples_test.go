@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,11 +14,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+var (
+	cronSpec = regexp.MustCompile(`^(@\w+( \d+s)?|(\S+\s+){4}\S+)\s+(/\S*/)?ip2a-ops\s`)
+	binPath  = regexp.MustCompile(`^(ExecStart(Pre)?=)?/\S*/ip2a-ops\s`)
+)
+
 // checkLine runs one documented command line with --help appended and
 // reports whether it was one (lines with shell syntax are passed over).
 func checkLine(t *testing.T, where, line string) bool {
 	t.Helper()
 	line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "$ "))
+	// A crontab line: drop the schedule and a path to the binary.
+	line = cronSpec.ReplaceAllString(line, "")
+	line = binPath.ReplaceAllString(line, "ip2a-ops ")
 	if i := strings.Index(line, "#"); i >= 0 {
 		line = strings.TrimSpace(line[:i])
 	}
@@ -42,6 +51,8 @@ func TestDocumentedCommandsParse(t *testing.T) {
 	files, err := filepath.Glob("../docs/*.md")
 	require.NoError(t, err)
 	files = append(files, "../README.md")
+	units, err := filepath.Glob("../deploy/systemd/*.service")
+	require.NoError(t, err)
 	checked := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -53,6 +64,16 @@ func TestDocumentedCommandsParse(t *testing.T) {
 				continue
 			}
 			if inCode && checkLine(t, fmt.Sprintf("%s:%d", f, i+1), line) {
+				checked++
+			}
+		}
+	}
+	for _, f := range units {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "ExecStart") {
+				require.True(t, checkLine(t, fmt.Sprintf("%s:%d", f, i+1), line), "%s:%d not checked: %s", f, i+1, line)
 				checked++
 			}
 		}

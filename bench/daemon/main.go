@@ -258,10 +258,10 @@ func cpuTicks(pid int) int64 {
 // fullCrontab is every job at its production time: nothing is due during a
 // few minutes' window unless the bench runs across one of them.
 const fullCrontab = `CRON_TZ=UTC
-0 2 * * * ip2a-ops backup --tier daily
-0 3 * * 0 ip2a-ops backup --tier weekly
-0 3 1 * * ip2a-ops backup --tier monthly
-30 4 * * 0 ip2a-ops restore-check
+0 2 * * * ip2a-ops backup --prune
+0 3 * * 0 ip2a-ops backup verify latest --level restore
+0 3 1 * * ip2a-ops backup prune --apply
+30 4 * * 0 ip2a-ops backup status --max-age 26h
 0 4 * * * ip2a-ops cleanup
 30 2 * * * ip2a-ops integrity-check
 0 5 * * 6 ip2a-ops integrity-check --repair
