@@ -15,7 +15,6 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
-	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 // auditArchiveOptions are the flags every audit-archive subcommand shares.
@@ -120,12 +119,10 @@ func auditConfig(ctx context.Context, d *deps, o *auditArchiveOptions, withStore
 	}
 	cfg := audit.Config{Schema: d.g.schema, Prefix: o.prefix, Now: d.now, TempDir: o.tempDir, Logger: d.logger}
 	if withStore {
-		sc := storage.ConfigFromEnv(d.getenv)
-		sc.URL = o.storageURL
-		if sc.URL == "" && sc.Bucket == "" {
+		st, err := d.storage(ctx, o.storageURL)
+		if errors.Is(err, errNoStorage) {
 			return cfg, exitcode.Usagef("--storage file:///var/backups/ip2a-audit or s3://ip2a-audit-archive (or IP2A_OPS_AUDIT_STORAGE)", "no archive storage configured")
 		}
-		st, err := d.storage(ctx, sc)
 		if err != nil {
 			return cfg, &exitcode.UsageError{Err: err, Hint: "--storage file:///dir or s3://bucket/prefix"}
 		}

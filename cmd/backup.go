@@ -139,12 +139,10 @@ func addPolicyFlags(c *cobra.Command, p *backup.Policy) {
 
 // backupStore opens the configured storage; a missing setting is exit 2.
 func backupStore(ctx context.Context, d *deps, o *backupOptions) (storage.Store, error) {
-	cfg := storage.ConfigFromEnv(d.getenv)
-	cfg.URL = o.storageURL
-	if cfg.URL == "" && cfg.Bucket == "" {
+	st, err := d.storage(ctx, o.storageURL)
+	if errors.Is(err, errNoStorage) {
 		return nil, exitcode.Usagef("--storage file:///var/backups/ip2a or s3://ip2a-backups/prod (or IP2A_OPS_BACKUP_STORAGE, or S3_BUCKET_NAME)", "no backup storage configured")
 	}
-	st, err := d.storage(ctx, cfg)
 	if err != nil {
 		return nil, &exitcode.UsageError{Err: err, Hint: "--storage file:///dir or s3://bucket/prefix"}
 	}

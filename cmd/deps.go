@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -161,8 +162,20 @@ func (d *deps) ledger(ctx context.Context) (*ledger.Ledger, error) {
 	return ledger.New(pool, d.g.schema), nil
 }
 
-// storage opens (once per URL) the store cfg describes.
-func (d *deps) storage(ctx context.Context, cfg storage.Config) (storage.Store, error) {
+// errNoStorage: no storage URL given and no bucket in the environment.
+var errNoStorage = errors.New("no storage configured")
+
+// storage opens (once per URL) the store at url: file:///dir, a path, or
+// s3://bucket/prefix, with the S3 endpoint and keys from the app's S3_*
+// variables (IP2A_OPS_S3_* override them). An empty url means the bucket
+// named by S3_BUCKET_NAME / IP2A_OPS_S3_BUCKET; with neither it returns
+// errNoStorage.
+func (d *deps) storage(ctx context.Context, url string) (storage.Store, error) {
+	cfg := storage.ConfigFromEnv(d.getenv)
+	cfg.URL = url
+	if cfg.URL == "" && cfg.Bucket == "" {
+		return nil, errNoStorage
+	}
 	key := fmt.Sprintf("%+v", cfg)
 	if s, ok := d.stores[key]; ok {
 		return s, nil

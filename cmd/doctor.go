@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/doctor"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
-	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 type doctorOptions struct {
@@ -74,10 +74,8 @@ func runDoctor(ctx context.Context, d *deps, o doctorOptions) error {
 		}
 		opts.Crontab, opts.CrontabName = b, o.crontab
 	}
-	cfg := storage.ConfigFromEnv(d.getenv)
-	cfg.URL = o.storageURL
-	if cfg.URL != "" || cfg.Bucket != "" {
-		opts.Store, opts.StoreErr = d.storage(ctx, cfg)
+	if st, err := d.storage(ctx, o.storageURL); !errors.Is(err, errNoStorage) {
+		opts.Store, opts.StoreErr = st, err
 	}
 	pool, err := d.db(ctx)
 	if err != nil {

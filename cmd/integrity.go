@@ -154,13 +154,11 @@ func runIntegrity(ctx context.Context, d *deps, c *cobra.Command, o integrityOpt
 		if err != nil {
 			return exitcode.Usagef("--files-dir DIR", "%v", err)
 		}
-		if files, err = d.storage(ctx, storage.Config{URL: abs}); err != nil {
+		if files, err = d.storage(ctx, abs); err != nil {
 			return exitcode.Usagef("--files-dir DIR", "%v", err)
 		}
 	case o.filesURL != "":
-		cfg := storage.ConfigFromEnv(d.getenv)
-		cfg.URL = o.filesURL
-		if files, err = d.storage(ctx, cfg); err != nil {
+		if files, err = d.storage(ctx, o.filesURL); err != nil {
 			return exitcode.Usagef("--files-url s3://bucket/prefix with S3_ENDPOINT_URL, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY", "%v", err)
 		}
 	}
