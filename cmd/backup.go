@@ -245,7 +245,10 @@ func printCreate(w io.Writer, r createResult) {
 	fmt.Fprintf(w, "backup %s of %s stored in %s\n", r.ID, r.Database, r.Store)
 	fmt.Fprintf(w, "  dump %s -> stored %s (zstd, %.1fx), %s, sha256 checked: %t\n", backupBytes(r.DumpBytes), backupBytes(r.StoredBytes), r.Ratio, enc, r.Verified)
 	fmt.Fprintf(w, "  %d archive entries, %d tables, %d rows counted in the dump's snapshot\n", r.Entries, r.Tables, r.Rows)
-	fmt.Fprintf(w, "  dump %.1fs, compress %.1fs, upload %.1fs, check %.1fs, total %.1fs\n", r.DumpSeconds, r.EncodeSeconds, r.UploadSeconds, r.VerifySeconds, r.TotalSeconds)
+	if len(r.CopiedTables) > 0 {
+		fmt.Fprintf(w, "  rows copied by ip2a-ops (the rest by pg_dump): %s\n", strings.Join(r.CopiedTables, ", "))
+	}
+	fmt.Fprintf(w, "  dump+compress+store %.1fs, store finish %.1fs, check %.1fs, total %.1fs\n", r.DumpSeconds, r.UploadSeconds, r.VerifySeconds, r.TotalSeconds)
 	if len(r.Cleaned) > 0 {
 		fmt.Fprintf(w, "  removed %d leftovers of interrupted runs\n", len(r.Cleaned))
 	}

@@ -1,9 +1,9 @@
 // Package backup makes, lists, verifies, restores and prunes logical backups
-// of the IP2A database. A backup is pg_dump's custom-format archive, written
-// uncompressed to a local file (so the archive keeps its data offsets and
-// pg_restore can restore in parallel), compressed with multi-threaded zstd,
-// optionally encrypted to age X25519 recipients, stored through a
-// storage.Store with its SHA-256, checked, and only then described by a
+// of the IP2A database. A backup is one tar stream (see archive.go): pg_dump's
+// custom-format archive of every object and of the small tables' data, plus
+// the big tables' rows copied by ip2a-ops in the same snapshot; compressed
+// with zstd on every core, optionally encrypted to age X25519 recipients,
+// streamed into a storage.Store, checked, and only then described by a
 // manifest. The manifest's presence is what makes a backup exist: an
 // interrupted run leaves nothing List, Restore or Prune would take for a
 // backup, and the next run removes what it left.
@@ -38,8 +38,9 @@ type Options struct {
 	// PgRestore is used to count the archive's entries; empty means the one
 	// beside pg_dump, else found like PgDump.
 	PgRestore string
-	// WorkDir holds the scratch files (the raw dump and the encoded object,
-	// together about 1.3x the data size); default os.TempDir().
+	// WorkDir holds pg_dump's archive of the tables ip2a-ops does not copy
+	// itself (schema and small tables: a few MB for IP2A) until it joins the
+	// stream; default os.TempDir().
 	WorkDir string
 	// Recipients are age X25519 public keys ("age1..."); the backup is
 	// encrypted to all of them when any is given. Blank entries and "#"
@@ -49,6 +50,13 @@ type Options struct {
 	Level int
 	// Threads compressing; default min(GOMAXPROCS, 4).
 	Threads int
+	// Jobs is the number of connections copying big tables at once (one
+	// table each); default 2.
+	Jobs int
+	// CopyMinBytes: tables at least this big (pg_table_size) have their rows
+	// copied by ip2a-ops, the rest by pg_dump; default DefaultCopyMinBytes;
+	// negative leaves every table to pg_dump.
+	CopyMinBytes int64
 	// LockWaitTimeout bounds how long pg_dump (and the row counts) wait for
 	// a table lock, so a migration queued behind the dump does not stall
 	// the app; default 30s.
@@ -66,7 +74,7 @@ type Options struct {
 	// Logger for progress; default discards.
 	Logger *slog.Logger
 
-	headSize int64 // tests shrink it; see defaultHeadSize
+	chunkSize int // data entry size; tests shrink it (default defaultChunkSize)
 }
 
 // Validate names the first bad field.
@@ -80,6 +88,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("Level: %d is outside 1-4", o.Level)
 	case o.Threads < 0:
 		return fmt.Errorf("Threads: %d is negative", o.Threads)
+	case o.Jobs < 0:
+		return fmt.Errorf("Jobs: %d is negative", o.Jobs)
 	case o.LockWaitTimeout < 0:
 		return fmt.Errorf("LockWaitTimeout: %s is negative", o.LockWaitTimeout)
 	case o.Verify != "" && o.Verify != LevelNone && o.Verify != LevelChecksum:
@@ -111,8 +121,11 @@ func (o *Options) defaults() {
 	if o.Tool == "" {
 		o.Tool = "ip2a-ops"
 	}
-	if o.headSize == 0 {
-		o.headSize = defaultHeadSize
+	if o.Jobs == 0 {
+		o.Jobs = 2
+	}
+	if o.CopyMinBytes == 0 {
+		o.CopyMinBytes = DefaultCopyMinBytes
 	}
 }
 
@@ -123,8 +136,9 @@ type Result struct {
 	Database string `json:"database,omitempty"`
 	Store    string `json:"store"`
 	Key      string `json:"key,omitempty"`
-	// Stage is the last stage reached: cleanup, connect, dump, count,
-	// encode, upload, verify, manifest, done.
+	// Stage is the last stage reached: cleanup, connect, dump (dumping,
+	// compressing and storing run together), upload (the store finishing
+	// the object), verify, manifest, done.
 	Stage       string  `json:"stage"`
 	DumpBytes   int64   `json:"dump_bytes"`
 	StoredBytes int64   `json:"stored_bytes"`
@@ -134,14 +148,12 @@ type Result struct {
 	Rows        int64   `json:"rows"`
 	Encrypted   bool    `json:"encrypted"`
 	Verified    bool    `json:"verified"`
-	// CompressedDuringDump: the archive past its head was compressed while
-	// pg_dump wrote it (archives over 32 MiB).
-	CompressedDuringDump bool     `json:"compressed_during_dump"`
-	AuditTriggers        []string `json:"audit_triggers,omitempty"`
-	PgDump               string   `json:"pg_dump,omitempty"`
+	// CopiedTables are the tables whose rows ip2a-ops copied itself.
+	CopiedTables  []string `json:"copied_tables,omitempty"`
+	AuditTriggers []string `json:"audit_triggers,omitempty"`
+	PgDump        string   `json:"pg_dump,omitempty"`
 	// Seconds spent per stage.
 	DumpSeconds   float64 `json:"dump_seconds"`
-	EncodeSeconds float64 `json:"encode_seconds"`
 	UploadSeconds float64 `json:"upload_seconds"`
 	VerifySeconds float64 `json:"verify_seconds"`
 	TotalSeconds  float64 `json:"total_seconds"`
@@ -210,58 +222,12 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	res.Stage = "dump"
 	id := newID(started)
 	res.ID = id
-	rawPath := wd.file("dump.pgc")
-	t := time.Now()
-	o.Logger.Info("dumping", "database", snap.info.Database, "pg_dump", pgDump, "snapshot", snap.id)
-	dumpCtx, cancelDump := context.WithCancel(ctx)
-	defer cancelDump()
-	dumpDone := make(chan error, 1)
-	go func() { dumpDone <- runPgDump(dumpCtx, pgDump, o.DatabaseURL, snap.id, rawPath, o.LockWaitTimeout) }()
-	// Compress the archive's tail while pg_dump writes it (see headSize).
-	tailPath := wd.file("tail.zst")
-	tl := startTailer(dumpCtx, rawPath, tailPath, o.headSize, o.Level, o.Threads)
-	// Count while pg_dump runs, in the exported snapshot itself: the counts
-	// are exactly what the dump holds.
-	tables, countErr := countTables(ctx, snap.tx)
-	if countErr != nil {
-		cancelDump()
-	}
-	dumpErr := <-dumpDone
-	snap.close(ctx)
-	if dumpErr != nil || countErr != nil {
-		cancelDump()
-	}
-	tr := tl.finish()
-	switch {
-	case dumpErr != nil:
-		return res, dumpErr
-	case countErr != nil:
-		res.Stage = "count"
-		return res, fmt.Errorf("backup: %w", countErr)
-	case tr.err != nil:
-		res.Stage = "encode"
-		return res, fmt.Errorf("backup: compress during the dump: %w", diskFull(tr.err, o.WorkDir))
-	}
-	res.DumpSeconds = time.Since(t).Seconds()
-	res.Tables = len(tables)
-	for _, tc := range tables {
-		res.Rows += tc.Rows
-	}
-	entries, err := countEntries(ctx, pgRestore, rawPath)
-	if err != nil {
-		return res, err
-	}
-	res.Entries = entries
-
-	res.Stage = "encode"
-	key := o.Prefix + id + "/" + dataName
+	key := o.Prefix + id + "/" + tarDataName
 	if len(recipients) > 0 {
 		key += ".age"
 	}
 	res.Key = key
 	res.Encrypted = len(recipients) > 0
-	encPath := wd.file("object")
-	var enc encodeResult
 	stored := false
 	defer func() {
 		if err != nil && stored {
@@ -269,27 +235,23 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			_ = o.Store.Delete(context.WithoutCancel(ctx), key)
 		}
 	}()
-	var checked *Verification // the stored object's checksum, checked already
-	if tr.started {
-		enc, checked, err = putSplit(ctx, &o, &res, key, rawPath, wd, tr, recipients, &stored)
-		res.CompressedDuringDump = err == nil
-		if errors.Is(err, errTailChanged) {
-			o.Logger.Warn("archive head larger than expected; compressing the whole archive again", "head_bytes", o.headSize)
-			enc, err = putWhole(ctx, &o, &res, key, rawPath, encPath, recipients, &stored)
-			checked = nil
-		}
-	} else {
-		enc, err = putWhole(ctx, &o, &res, key, rawPath, encPath, recipients, &stored)
-	}
+	t := time.Now()
+	out, err := dumpToStore(ctx, &o, snap, pgDump, pgRestore, key, recipients, wd, &res)
+	res.DumpSeconds = time.Since(t).Seconds()
 	if err != nil {
 		return res, err
 	}
-	_ = os.Remove(tailPath)
-	_ = os.Remove(rawPath)
-	_ = os.Remove(encPath)
-	res.DumpBytes, res.StoredBytes = enc.rawSize, enc.storedSize
-	if enc.storedSize > 0 {
-		res.Ratio = float64(enc.rawSize) / float64(enc.storedSize)
+	stored = true
+	res.DumpBytes, res.StoredBytes = out.rawSize, out.storedSize
+	if out.storedSize > 0 {
+		res.Ratio = float64(out.rawSize) / float64(out.storedSize)
+	}
+	res.Entries, res.Tables = out.entries, len(out.tables)
+	for _, tc := range out.tables {
+		res.Rows += tc.Rows
+	}
+	for _, c := range out.copied {
+		res.CopiedTables = append(res.CopiedTables, c.qualified())
 	}
 
 	m := &Manifest{
@@ -297,10 +259,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		PgDumpVersion: dumpVersion, ServerVersion: snap.info.Version, ServerMajor: snap.info.Major,
 		Database: snap.info.Database, SystemIdentifier: snap.info.SystemIdentifier,
 		StartedAt: started,
-		Dump:      DumpInfo{Format: "custom", Size: enc.rawSize, SHA256: enc.rawSHA, Entries: entries},
-		Object: ObjectInfo{Key: key, Size: enc.storedSize, SHA256: enc.storedSHA, Compression: "zstd",
+		Dump: DumpInfo{Format: formatTar, Size: out.rawSize, SHA256: out.rawSHA, Entries: out.entries,
+			CopiedTables: res.CopiedTables},
+		Object: ObjectInfo{Key: key, Size: out.storedSize, SHA256: out.storedSHA, Compression: "zstd",
 			Recipients: recipientNames},
-		Tables: tables, AuditTriggers: triggers,
+		Tables: out.tables, AuditTriggers: triggers,
 	}
 	if res.Encrypted {
 		m.Object.Encryption = "age"
@@ -308,14 +271,8 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if o.Verify == LevelChecksum {
 		res.Stage = "verify"
 		t = time.Now()
-		var v Verification
-		if checked != nil {
-			// Checked while the raw archive was being hashed.
-			v = *checked
-		} else {
-			v = checksumStored(ctx, o.Store, *m)
-			v.Seconds = time.Since(t).Seconds()
-		}
+		v := checksumStored(ctx, o.Store, *m)
+		v.Seconds = time.Since(t).Seconds()
 		v.At = o.Now().UTC()
 		res.VerifySeconds = v.Seconds
 		m.Verifications = append(m.Verifications, v)
@@ -338,26 +295,23 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 // runPgDump writes the custom-format archive, uncompressed (zstd does the
 // compressing, faster and smaller than pg_dump's gzip), to a file: a file,
-// unlike a pipe, lets pg_dump record each table's data offset.
-func runPgDump(ctx context.Context, bin, dbURL, snapshotID, out string, lockWait time.Duration) error {
+// unlike a pipe, lets pg_dump record each table's data offset. exclude are
+// --exclude-table-data patterns (the tables ip2a-ops copies itself).
+func runPgDump(ctx context.Context, bin, dbURL, snapshotID, out string, lockWait time.Duration, exclude []string) error {
 	conn, env := toolEnv(dbURL, "ip2a-ops backup")
 	args := []string{"--format=custom", "--compress=0", "--file=" + out, "--no-password",
 		"--snapshot=" + snapshotID, "--lock-wait-timeout=" + strconv.FormatInt(lockWait.Milliseconds(), 10),
 		"--dbname=" + conn}
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = env
-	stderr := &tailBuffer{n: 8 << 10}
-	cmd.Stderr = stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("dump database: %w", ctx.Err())
-		}
-		msg := stderr.lastError()
-		if msg == "" {
-			msg = err.Error()
-		}
-		return fmt.Errorf("dump database: pg_dump failed (%v): %s", exitText(err), diskFullText(msg))
+	for _, e := range exclude {
+		args = append(args, "--exclude-table-data="+e)
+	}
+	err := runTool(ctx, env, bin, args...)
+	var te *toolError
+	if errors.As(err, &te) {
+		return fmt.Errorf("dump database: pg_dump failed (%s): %s", te.exit, diskFullText(te.msg))
+	}
+	if err != nil {
+		return fmt.Errorf("dump database: %w", err)
 	}
 	return nil
 }
@@ -395,14 +349,14 @@ func diskFull(err error, dir string) error {
 		if dir == "" {
 			dir = os.TempDir()
 		}
-		return fmt.Errorf("no space left on device in %s (the scratch directory needs about 1.3x the database's data size; set --work-dir): %w", dir, err)
+		return fmt.Errorf("no space left on device in %s (the scratch directory holds pg_dump's archive of the tables ip2a-ops does not copy itself; set --work-dir): %w", dir, err)
 	}
 	return err
 }
 
 func diskFullText(msg string) string {
 	if strings.Contains(msg, "No space left on device") {
-		return msg + " (the scratch directory is full; it needs about the database's data size; set --work-dir)"
+		return msg + " (the scratch directory is full; it holds pg_dump's archive of the tables ip2a-ops does not copy itself; set --work-dir)"
 	}
 	return msg
 }

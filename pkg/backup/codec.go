@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"strings"
 
 	"filippo.io/age"
@@ -88,59 +87,6 @@ func zstdLevel(l int) zstd.EncoderLevel {
 		return zstd.SpeedBestCompression
 	}
 	return zstd.SpeedDefault
-}
-
-// encodeResult is what encoding a dump produced.
-type encodeResult struct {
-	rawSize    int64
-	rawSHA     string
-	storedSize int64
-	storedSHA  string
-}
-
-// encodeFile compresses (and, with recipients, encrypts) the file at src
-// into dst and hashes both sides. Memory stays at a few
-// encoder windows whatever the size.
-func encodeFile(ctx context.Context, src string, dst *os.File, level, threads int, recipients []age.Recipient) (encodeResult, error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return encodeResult{}, err
-	}
-	defer in.Close()
-	stored := newHashingWriter(dst)
-	buffered := bufio.NewWriterSize(stored, copyBuf)
-	var sink io.Writer = buffered
-	var encrypter io.WriteCloser
-	if len(recipients) > 0 {
-		encrypter, err = age.Encrypt(buffered, recipients...)
-		if err != nil {
-			return encodeResult{}, fmt.Errorf("encrypt: %w", err)
-		}
-		sink = encrypter
-	}
-	enc, err := newEncoder(sink, level, threads)
-	if err != nil {
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
-	}
-	raw := newHashingReader(in)
-	if _, err := enc.ReadFrom(ctxReader{ctx, raw}); err != nil {
-		enc.Close()
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return encodeResult{}, fmt.Errorf("compress: %w", err)
-	}
-	if encrypter != nil {
-		if err := encrypter.Close(); err != nil {
-			return encodeResult{}, fmt.Errorf("encrypt: %w", err)
-		}
-	}
-	if err := buffered.Flush(); err != nil {
-		return encodeResult{}, err
-	}
-	// No fsync here: this scratch file is only read back by the upload,
-	// and the store fsyncs what it keeps (Local) or the service does (S3).
-	return encodeResult{rawSize: raw.n, rawSHA: raw.sum(), storedSize: stored.n, storedSHA: stored.sum()}, nil
 }
 
 // decodeResult is what decoding a stored object produced.

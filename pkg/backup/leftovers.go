@@ -42,7 +42,7 @@ func cleanLeftovers(ctx context.Context, st storage.Store, prefix, workDir strin
 	}
 	for _, o := range objs {
 		id, name, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
-		if !ok || !validID(id) || hasManifest[id] || !strings.HasPrefix(name, dataName) {
+		if !ok || !validID(id) || hasManifest[id] || !isDataName(name) {
 			continue
 		}
 		if now().Sub(o.Modified) < grace {
@@ -54,4 +54,9 @@ func cleanLeftovers(ctx context.Context, st storage.Store, prefix, workDir strin
 		removed = append(removed, st.String()+"/"+o.Key)
 	}
 	return removed, nil
+}
+
+// isDataName tells a backup's data object (either format) by its name.
+func isDataName(name string) bool {
+	return strings.HasPrefix(name, dataName) || strings.HasPrefix(name, tarDataName)
 }

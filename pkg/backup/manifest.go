@@ -18,7 +18,8 @@ import (
 )
 
 // DefaultPrefix is where backups live inside the store: one folder per
-// backup, "backups/<id>/manifest.json" beside "backups/<id>/dump.pgc.zst".
+// backup, "backups/<id>/manifest.json" beside "backups/<id>/backup.tar.zst"
+// (or "dump.pgc.zst", the format before it).
 const DefaultPrefix = "backups/"
 
 // ManifestFormat is the version of the manifest's JSON shape; fields are only
@@ -27,7 +28,7 @@ const ManifestFormat = 1
 
 const (
 	manifestName = "manifest.json"
-	dataName     = "dump.pgc.zst" // plus ".age" when encrypted
+	dataName     = "dump.pgc.zst" // the custom format's object; plus ".age" when encrypted
 )
 
 // ErrNotFound is returned (wrapped) when no backup has the asked ID.
@@ -74,12 +75,18 @@ type Manifest struct {
 	Verifications []Verification `json:"verifications,omitempty"`
 }
 
-// DumpInfo describes pg_dump's archive before compression.
+// DumpInfo describes the backup's raw stream before compression.
 type DumpInfo struct {
-	Format  string `json:"format"` // "custom"
-	Size    int64  `json:"size"`
-	SHA256  string `json:"sha256"`
-	Entries int    `json:"entries"` // archive TOC entries
+	// Format is "tar" (pg_dump's archive and the big tables' COPY data in
+	// one tar stream; see archive.go) or, for backups made before it,
+	// "custom" (pg_dump's custom-format archive alone).
+	Format string `json:"format"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	// Entries counts pg_dump's TOC entries plus one per copied table.
+	Entries int `json:"entries"`
+	// CopiedTables are the tables whose rows ip2a-ops copied ("tar").
+	CopiedTables []string `json:"copied_tables,omitempty"`
 }
 
 // ObjectInfo describes the stored object.

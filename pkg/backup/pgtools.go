@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -189,4 +190,43 @@ func (t *tailBuffer) lastError() string {
 		pick = lines[len(lines)-1]
 	}
 	return strings.Join(strings.Fields(pick), " ")
+}
+
+// toolError is a PostgreSQL tool that failed: how it exited and its most
+// telling stderr line.
+type toolError struct {
+	exit string
+	msg  string
+}
+
+func (e *toolError) Error() string { return "(" + e.exit + "): " + e.msg }
+
+// runTool runs a PostgreSQL client tool with env (nil: the process's), its
+// stderr kept for the error. A cancelled ctx is returned as ctx's error.
+func runTool(ctx context.Context, env []string, bin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	stderr := &tailBuffer{n: 8 << 10}
+	cmd.Stderr = stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		msg := stderr.lastError()
+		if msg == "" {
+			msg = err.Error()
+		}
+		return &toolError{exit: exitText(err), msg: msg}
+	}
+	return nil
+}
+
+// decodeArchive turns a custom-format archive into a script thrown away:
+// that reads and decodes every entry, table data included.
+func decodeArchive(ctx context.Context, pgRestore, archive string) error {
+	if err := runTool(ctx, nil, pgRestore, "--file=/dev/null", archive); err != nil {
+		return fmt.Errorf("decode archive: pg_restore failed %w", err)
+	}
+	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
@@ -103,12 +101,27 @@ func Restore(ctx context.Context, o RestoreOptions) (RestoreResult, error) {
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	defer wd.remove()
-	raw, err := fetch(ctx, o.Store, m, o.Identities, wd)
-	if err != nil {
-		return res, fmt.Errorf("restore %s: %w", m.ID, err)
+	var check restoreCheck
+	if isTar(m) {
+		// Refuse a damaged object before touching the target: the stream
+		// is checked again as it is restored.
+		if v := checksumStored(ctx, o.Store, m); !v.OK {
+			return res, fmt.Errorf("restore %s: %s", m.ID, v.Error)
+		}
+		_, err = loadTar(ctx, loadSpec{store: o.Store, manifest: m, identities: o.Identities, pgRestore: pgRestore, wd: wd,
+			targetURL: o.TargetURL, jobs: o.Jobs, keepOwners: o.KeepOwners, clean: o.Force})
+		if err == nil {
+			check, err = checkRestored(ctx, o.TargetURL, m)
+		}
+	} else {
+		var raw string
+		raw, err = fetch(ctx, o.Store, m, o.Identities, wd)
+		if err != nil {
+			return res, fmt.Errorf("restore %s: %w", m.ID, err)
+		}
+		check, err = restoreArchive(ctx, restoreSpec{pgRestore: pgRestore, archive: raw, targetURL: o.TargetURL, jobs: o.Jobs,
+			keepOwners: o.KeepOwners, clean: o.Force, manifest: m})
 	}
-	check, err := restoreArchive(ctx, restoreSpec{pgRestore: pgRestore, archive: raw, targetURL: o.TargetURL, jobs: o.Jobs,
-		keepOwners: o.KeepOwners, clean: o.Force, manifest: m})
 	res.Seconds = time.Since(t0).Seconds()
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", m.ID, err)
@@ -187,32 +200,24 @@ func (c restoreCheck) err(m Manifest) error {
 	return fmt.Errorf("restored database differs from the backup: %s", strings.Join(parts, "; "))
 }
 
-// restoreArchive runs pg_restore in parallel from the archive file, then
-// counts every table of the target and compares with the manifest.
+// restoreArchive runs pg_restore in parallel from a custom-format backup's
+// archive file, then counts every table of the target and compares with the
+// manifest.
 func restoreArchive(ctx context.Context, s restoreSpec) (restoreCheck, error) {
 	if s.jobs <= 0 {
 		s.jobs = 2
 	}
-	conn, env := toolEnv(s.targetURL, "ip2a-ops restore")
-	args := []string{"--dbname=" + conn, "--jobs=" + strconv.Itoa(s.jobs), "--exit-on-error", "--no-password"}
-	if !s.keepOwners {
-		args = append(args, "--no-owner", "--no-privileges")
+	spec := loadSpec{targetURL: s.targetURL, pgRestore: s.pgRestore, keepOwners: s.keepOwners, clean: s.clean}
+	if err := pgRestoreSection(ctx, spec, s.archive, "", s.jobs); err != nil {
+		return restoreCheck{}, err
 	}
-	if s.clean {
-		args = append(args, "--clean", "--if-exists")
-	}
-	cmd := exec.CommandContext(ctx, s.pgRestore, append(args, s.archive)...)
-	cmd.Env = env
-	stderr := &tailBuffer{n: 8 << 10}
-	cmd.Stderr = stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return restoreCheck{}, ctx.Err()
-		}
-		return restoreCheck{}, fmt.Errorf("pg_restore failed (%v): %s", exitText(err), stderr.lastError())
-	}
-	db, err := pgx.Connect(ctx, s.targetURL)
+	return checkRestored(ctx, s.targetURL, s.manifest)
+}
+
+// checkRestored counts every table of a restored database and compares
+// the counts and the audit triggers with the manifest.
+func checkRestored(ctx context.Context, targetURL string, m Manifest) (restoreCheck, error) {
+	db, err := pgx.Connect(ctx, targetURL)
 	if err != nil {
 		return restoreCheck{}, fmt.Errorf("connect to restored database: %w", err)
 	}
@@ -230,7 +235,7 @@ func restoreArchive(ctx context.Context, s restoreSpec) (restoreCheck, error) {
 	if err != nil {
 		return restoreCheck{}, err
 	}
-	return restoreCheck{tables: len(got), mismatches: compareCounts(s.manifest.Tables, got), triggers: trig}, nil
+	return restoreCheck{tables: len(got), mismatches: compareCounts(m.Tables, got), triggers: trig}, nil
 }
 
 // compareCounts returns every difference between the manifest's counts and
