@@ -152,6 +152,18 @@ func Verify(ctx context.Context, o VerifyOptions) (VerifyResult, error) {
 		if err := writeManifest(ctx, o.Store, prefix, &cur); err != nil {
 			return res, fmt.Errorf("verify %s: record result: %w", m.ID, err)
 		}
+		// A prune may have deleted this backup between the read above and
+		// the write (it deletes the manifest, then the object): the write
+		// would bring back a manifest without its object. The object's
+		// absence now means the prune won; take the manifest away again.
+		if _, err := o.Store.Stat(ctx, cur.Object.Key); errors.Is(err, storage.ErrNotExist) {
+			if derr := o.Store.Delete(ctx, manifestKey(prefix, cur.ID)); derr != nil {
+				return res, fmt.Errorf("verify %s: the backup was pruned while being verified, and removing its manifest again failed: %w", m.ID, derr)
+			}
+			return res, fmt.Errorf("verify %s: %w: it was pruned while being verified", m.ID, ErrNotFound)
+		} else if err != nil {
+			return res, fmt.Errorf("verify %s: record result: %w", m.ID, err)
+		}
 		res.Recorded = true
 	}
 	if !v.OK {
