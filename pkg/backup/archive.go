@@ -193,7 +193,7 @@ func newPipeline(sink io.Writer, level, threads, chunk int, recipients []age.Rec
 		}
 		p.enc, p.out = e, e
 	}
-	n := 2*threads + 4
+	n := threads + 4
 	p.free = make(chan *segment, n)
 	for range n {
 		p.free <- &segment{raw: make([]byte, 0, chunk+2048)}
