@@ -75,6 +75,9 @@ type Options struct {
 	Logger *slog.Logger
 
 	chunkSize int // data entry size; tests shrink it (default defaultChunkSize)
+	// beforeManifest, when set, runs after the object is stored and checked
+	// and before the manifest is written (a test kills the process there).
+	beforeManifest func()
 }
 
 // Validate names the first bad field.
@@ -283,6 +286,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	res.Stage = "manifest"
+	if o.beforeManifest != nil {
+		o.beforeManifest()
+	}
 	m.FinishedAt = o.Now().UTC()
 	if err := writeManifest(ctx, o.Store, o.Prefix, m); err != nil {
 		return res, fmt.Errorf("backup: %w", err)

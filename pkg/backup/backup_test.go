@@ -21,7 +21,12 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(backupChild())
+	}
+	pgtest.Main(m)
+}
 
 func localStore(t testing.TB) *storage.Local {
 	t.Helper()
