@@ -33,6 +33,8 @@ type backupCreateOptions struct {
 	recipientFiles []string
 	level          int
 	threads        int
+	jobs           int
+	pgDumpOnly     bool
 	lockWait       time.Duration
 	verify         string
 	prune          bool
@@ -46,15 +48,17 @@ S3_SECRET_ACCESS_KEY, S3_BUCKET_NAME, S3_REGION, each overridden by
 IP2A_OPS_S3_ENDPOINT, IP2A_OPS_S3_ACCESS_KEY_ID, IP2A_OPS_S3_SECRET_ACCESS_KEY,
 IP2A_OPS_S3_BUCKET, IP2A_OPS_S3_REGION; IP2A_OPS_S3_PATH_STYLE=true for MinIO).
 
-pg_dump writes its custom-format archive uncompressed to a scratch file (the
-archive keeps its data offsets, so restores run in parallel) inside one
-exported REPEATABLE READ snapshot, in which every table's rows are counted
-exactly. The archive is compressed with multi-threaded zstd, optionally
-encrypted to age public keys (--recipient age1..., --recipients-file: the
-host making backups needs no private key), hashed (SHA-256), fsynced,
-stored with its checksum, re-read and checked, and only then is the
-manifest written: a backup exists once its manifest does. Leftovers of
-interrupted runs are removed by the next run.
+Everything is read in one exported REPEATABLE READ snapshot. Tables of 16 MiB
+and more (audit_logs) have their rows copied by ip2a-ops itself (COPY, --jobs
+connections); pg_dump dumps the schema and every other table. The result is
+one tar stream (ip2a-ops-backup.json, pg_dump.custom, data/NNNN/*.copy),
+compressed with zstd on every core, optionally encrypted to age public keys
+(--recipient age1..., --recipients-file: the host making backups needs no
+private key), hashed (SHA-256) and streamed into the storage with no scratch
+copy of the data; the stored object is re-read and checked, and only then is
+the manifest written: a backup exists once its manifest does. Exact row
+counts of every table, from the same snapshot, go into the manifest.
+Leftovers of interrupted runs are removed by the next run.
 
 pg_dump must be at least the server's major version (--pg-dump PATH picks
 one). --lock-wait-timeout keeps a dump from queueing the app behind a
@@ -85,7 +89,7 @@ func newBackupCmd(d *deps) *cobra.Command {
 	envFlag(pf, "storage", "IP2A_OPS_BACKUP_STORAGE")
 	pf.StringVar(&o.prefix, "prefix", backup.DefaultPrefix, "key prefix of the backups inside the storage")
 	envFlag(pf, "prefix", "IP2A_OPS_BACKUP_PREFIX")
-	pf.StringVar(&o.workDir, "work-dir", "", "scratch directory for the raw dump (needs about 1.3x the data size; default $TMPDIR)")
+	pf.StringVar(&o.workDir, "work-dir", "", "scratch directory for pg_dump's archive of the tables not copied by ip2a-ops, and for restores (default $TMPDIR)")
 	envFlag(pf, "work-dir", "IP2A_OPS_BACKUP_WORK_DIR")
 	pf.StringVar(&o.pgRestore, "pg-restore", "", "pg_restore binary (default: beside pg_dump, else the newest found)")
 	envFlag(pf, "pg-restore", "IP2A_OPS_PG_RESTORE")
@@ -118,11 +122,22 @@ func addCreateFlags(c *cobra.Command, co *backupCreateOptions) {
 	f.IntVar(&co.level, "compression", 2, "zstd level: 1 fastest, 2 default, 3 better, 4 smallest")
 	envFlag(f, "compression", "IP2A_OPS_BACKUP_COMPRESSION")
 	f.IntVar(&co.threads, "threads", 0, "compression threads (default: min(CPUs, 4))")
+	f.IntVar(&co.jobs, "jobs", 2, "connections copying big tables' rows at once (one table each)")
+	envFlag(f, "jobs", "IP2A_OPS_BACKUP_JOBS")
+	f.BoolVar(&co.pgDumpOnly, "pg-dump-only", false, "leave every table's rows to pg_dump (slower; the pg_dump archive inside then restores with pg_restore alone)")
 	f.DurationVar(&co.lockWait, "lock-wait-timeout", 30*time.Second, "fail instead of waiting longer than this for a table lock")
 	envFlag(f, "lock-wait-timeout", "IP2A_OPS_BACKUP_LOCK_WAIT_TIMEOUT")
 	f.StringVar(&co.verify, "verify", "checksum", "after storing: checksum (re-read and hash the stored object) or none")
 	f.BoolVar(&co.prune, "prune", false, "apply the retention policy (--keep-*) after a successful backup")
 	addPolicyFlags(c, &co.policy)
+}
+
+// copyMin is backup.Options.CopyMinBytes for --pg-dump-only.
+func copyMin(pgDumpOnly bool) int64 {
+	if pgDumpOnly {
+		return -1
+	}
+	return 0
 }
 
 func addPolicyFlags(c *cobra.Command, p *backup.Policy) {
@@ -216,8 +231,9 @@ func runBackup(ctx context.Context, d *deps, c *cobra.Command, o backupOptions, 
 	return execute(ctx, d, c, "backup", func(ctx context.Context, run *runner.Run) (createResult, error) {
 		res, err := backup.Run(ctx, backup.Options{
 			DatabaseURL: dbURL, Store: st, Prefix: o.prefix, PgDump: co.pgDump, PgRestore: o.pgRestore, WorkDir: o.workDir,
-			Recipients: recipients, Level: co.level, Threads: co.threads, LockWaitTimeout: co.lockWait,
-			Verify: backup.Level(co.verify), Tool: "ip2a-ops " + versionString(), Now: d.now, Logger: run.Logger,
+			Recipients: recipients, Level: co.level, Threads: co.threads, Jobs: co.jobs, CopyMinBytes: copyMin(co.pgDumpOnly),
+			LockWaitTimeout: co.lockWait,
+			Verify:          backup.Level(co.verify), Tool: "ip2a-ops " + versionString(), Now: d.now, Logger: run.Logger,
 		})
 		out := createResult{Result: res}
 		if err != nil || !co.prune {

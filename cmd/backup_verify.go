@@ -70,7 +70,7 @@ Exit codes: 0 passed, 1 failed or could not verify, 2 configuration error
 	f.StringVar(&level, "level", "checksum", "checksum, contents or restore")
 	f.StringVar(&scratchURL, "scratch-url", "", "server for the restore drill's scratch database (needs CREATEDB; default: a throwaway local cluster)")
 	envFlag(f, "scratch-url", "IP2A_OPS_SCRATCH_URL")
-	f.IntVar(&jobs, "jobs", 2, "parallel pg_restore jobs")
+	f.IntVar(&jobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
 	return c
 }
 
@@ -153,7 +153,7 @@ Exit codes: 0 restored and counts match, 1 failed or counts differ,
 	f.StringVar(&target, "target-url", "", "database to restore into (must exist; empty unless --force)")
 	f.BoolVar(&force, "force", false, "restore into a database that has tables, replacing the backup's objects")
 	f.BoolVar(&keepOwners, "keep-owners", false, "restore ownership and privileges (the roles must exist on the target)")
-	f.IntVar(&jobs, "jobs", 2, "parallel pg_restore jobs")
+	f.IntVar(&jobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
 	return c
 }
 
