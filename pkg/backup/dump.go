@@ -328,20 +328,25 @@ func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRest
 	}
 	out.copied = copies
 
+	// The store reads the stream as it is made. Put gets the caller's
+	// context, not the one a failure below cancels: a failure aborts the
+	// upload through the pipe instead, so an error from Put before that
+	// is the store's own (or the caller's interrupt), never an echo of
+	// another failure.
+	pr, pw := io.Pipe()
+	var putMu sync.Mutex
+	var putErr error // set when Put failed on its own
+	putDone := make(chan error, 1)
+	go func(putCtx context.Context) {
+		_, err := o.Store.Put(putCtx, key, pr, storage.PutOptions{})
+		putMu.Lock()
+		putErr = err
+		putMu.Unlock()
+		pr.CloseWithError(err) // unblocks the writer if Put gave up early
+		putDone <- err
+	}(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	// The store reads the stream as it is made.
-	pr, pw := io.Pipe()
-	type putResult struct {
-		err error
-	}
-	putDone := make(chan putResult, 1)
-	go func() {
-		_, err := o.Store.Put(ctx, key, pr, storage.PutOptions{})
-		pr.CloseWithError(err) // unblocks the writer if Put gave up early
-		putDone <- putResult{err}
-	}()
 	sink := newHashingWriter(pw)
 	p, err := newPipeline(sink, o.Level, o.Threads, o.chunkSize, recipients)
 	if err != nil {
@@ -450,25 +455,25 @@ func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRest
 	}
 	if failure != nil {
 		// A store that failed on its own is the cause of everything else.
-		select {
-		case r := <-putDone:
-			if r.err != nil {
-				res.Stage = "upload"
-				return out, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, r.err)
-			}
-		default:
-			pw.CloseWithError(failure)
+		putMu.Lock()
+		own := putErr
+		putMu.Unlock()
+		if own != nil {
 			<-putDone
+			res.Stage = "upload"
+			return out, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, own)
 		}
+		pw.CloseWithError(failure)
+		<-putDone
 		return out, failure
 	}
 	res.Stage = "upload"
 	t := time.Now()
 	pw.Close()
-	pres := <-putDone
+	perr = <-putDone
 	res.UploadSeconds = time.Since(t).Seconds()
-	if pres.err != nil {
-		return out, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, pres.err)
+	if perr != nil {
+		return out, fmt.Errorf("backup: upload %s to %s: %w", key, o.Store, perr)
 	}
 	for i, c := range copies {
 		for j := range counted {

@@ -279,3 +279,38 @@ func TestTruncatedObject(t *testing.T) {
 	require.Equal(t, exitcode.Failed, exitcode.Code(err))
 	require.Zero(t, query1[int64](t, target, "SELECT count(*) FROM ("+userTablesSQL+") t"), "Restore created tables from a damaged object")
 }
+
+// TestCopyKilledWhileStreamingToS3: a COPY killed while its rows are being
+// uploaded is reported as that table's failure (stage dump, exit 1), not as
+// the upload the failure then aborts: it once came out as a cancelled
+// upload with exit 130 in one run of three, because aborting the dump
+// cancelled the upload's context too.
+func TestCopyKilledWhileStreamingToS3(t *testing.T) {
+	t.Parallel()
+	ctx, src := bulkSource(t, fixture.Options{Seed: 25, AuditYears: 2})
+	srv := s3test.Start(t)
+	cfg := srv.Config("prod")
+	cfg.PartSize = storage.MinPartSize
+	st, err := storage.Open(ctx, cfg)
+	require.NoError(t, err)
+	work := t.TempDir()
+	ready := make(chan struct{})
+	go func() {
+		defer close(ready)
+		for srv.BytesReceived() < 1<<20 && t.Context().Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	kch := make(chan *killer, 1)
+	go func() { <-ready; kch <- startKiller(t, dbName(t, src), `COPY "public"."`+bulkTable+`" % TO STDOUT`) }()
+	res, err := Run(ctx, Options{DatabaseURL: src, Store: st, WorkDir: work, CopyMinBytes: 1})
+	kr := (<-kch).wait()
+	require.NoError(t, kr.err)
+	require.NotErrorIs(t, err, context.Canceled)
+	requireOneLine(t, err)
+	require.ErrorContains(t, err, "copy public."+bulkTable+": ")
+	require.Equal(t, exitcode.Failed, exitcode.Code(err), "%v", err)
+	require.Equal(t, "dump", res.Stage, "%v", err)
+	requireNoBackup(t, st)
+	requireEmptyDir(t, work)
+}
