@@ -9,8 +9,14 @@
 //	go run ./bench/backup -database-url postgres://postgres@127.0.0.1:5432/postgres
 //
 // Goals: backup wall <= 0.6x pg_dump's, size <= 1.0x, peak RSS < 100 MB;
-// drill <= 1.3x plain pg_restore. -keep-db NAME keeps (and reuses) the
-// generated database between runs.
+// drill <= 1.3x plain pg_restore.
+//
+// Flags: -keep-db NAME keeps (and reuses) the generated database between
+// runs; -work-dir, -runs and -restore-runs (alternating rounds, medians
+// compared); -compression N; -floor also times pg_dump -Fc -Z0; -s3 also
+// times the backup age-encrypted into an S3-protocol server started in this
+// process (internal/s3test, objects in memory, SigV4 checked; its CPU is
+// taken from the same machine, which a remote S3 would not cost).
 package main
 
 import (
@@ -18,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,11 +40,14 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ip2a/ip2a-ops/internal/s3test"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 func main() {
@@ -60,6 +70,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	restoreRuns := fs.Int("restore-runs", 1, "rounds of the restores (alternating order; medians compared; 0 skips them)")
 	compression := fs.Int("compression", 0, "ip2a-ops backup --compression (0: its default)")
 	floor := fs.Bool("floor", false, "also time pg_dump -Fc -Z0 (no compression), the floor of the backup's wall time")
+	withS3 := fs.Bool("s3", false, "also time ip2a-ops backup age-encrypted into an in-process S3-protocol server (internal/s3test)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -150,6 +161,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	type row struct {
 		what  string
 		cmd   []string
+		env   []string // added to env
 		wall  time.Duration
 		rssKB int64
 		size  int64
@@ -171,6 +183,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rows = append(rows, row{what: "pg_dump -Fc -Z0 (floor)", cmd: []string{"pg_dump", "-Fc", "-Z0", "-f", floorFile, "--dbname=" + src}})
 		defer os.Remove(floorFile)
 	}
+	s3Row := -1
+	var s3 *s3Target
+	if *withS3 {
+		t, err := startS3(ctx)
+		if err != nil {
+			return err
+		}
+		defer t.srv.Stop()
+		s3 = t
+		s3Row = len(rows)
+		rows = append(rows, row{what: "ip2a-ops backup -> S3, age-encrypted", env: t.env(),
+			cmd: []string{bin, "--auto-migrate", "--json", "backup", "--storage", t.url, "--recipient", t.recipient}})
+		if *compression > 0 {
+			rows[s3Row].cmd = append(rows[s3Row].cmd, "--compression", strconv.Itoa(*compression))
+		}
+	}
 	// Each round runs every command once, in alternating order, so a load
 	// that comes and goes (the machine is shared) hits both alike; the
 	// median wall time of each is compared.
@@ -189,7 +217,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				phases.Reset()
 				stdout = &phases
 			}
-			wall, rss, err := timed(ctx, r.cmd, env, stdout)
+			if i == s3Row {
+				if err := s3.empty(ctx); err != nil { // one backup in the bucket
+					return err
+				}
+				phases.Reset()
+				stdout = &phases
+			}
+			wall, rss, err := timed(ctx, r.cmd, slices.Concat(env, r.env), stdout)
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.what, err)
 			}
@@ -201,6 +236,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 						fmt.Fprintf(out, "round %d: ip2a-ops stages: %s\n", round+1, strings.TrimSpace(l))
 					}
 				}
+			}
+			if i == s3Row {
+				res, err := parseBackupJSON(phases.String())
+				if err != nil {
+					return fmt.Errorf("%s: %w", r.what, err)
+				}
+				r.size = res.StoredBytes
+				fmt.Fprintf(out, "round %d: ip2a-ops -> S3 stages: dump+compress+store %.1fs, store finish %.1fs, check %.1fs, total %.1fs\n",
+					round+1, res.DumpSeconds, res.UploadSeconds, res.VerifySeconds, res.TotalSeconds)
 			}
 		}
 		if *runs > 1 {
@@ -222,12 +266,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *runs > 1 {
 		fmt.Fprintf(out, "median of %d rounds, peak RSS the largest:\n", *runs)
 	}
-	fmt.Fprintf(out, "%-30s %10s %12s %12s\n", "backup", "wall", "stored", "peak RSS")
+	width := 30
 	for _, r := range rows {
-		fmt.Fprintf(out, "%-30s %9.1fs %9.1f MB %9.1f MB\n", r.what, r.wall.Seconds(), float64(r.size)/1e6, float64(r.rssKB)/1024)
+		width = max(width, len(r.what))
 	}
-	fmt.Fprintf(out, "ratio: wall %.2fx (goal <= 0.6), size %.2fx (goal <= 1.0), RSS %.0f MB (goal < 100)\n\n",
+	fmt.Fprintf(out, "%-*s %10s %12s %12s\n", width, "backup", "wall", "stored", "peak RSS")
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-*s %9.1fs %9.1f MB %9.1f MB\n", width, r.what, r.wall.Seconds(), float64(r.size)/1e6, float64(r.rssKB)/1024)
+	}
+	fmt.Fprintf(out, "ratio: wall %.2fx (goal <= 0.6), size %.2fx (goal <= 1.0), RSS %.0f MB (goal < 100)\n",
 		rows[1].wall.Seconds()/rows[0].wall.Seconds(), float64(rows[1].size)/float64(rows[0].size), float64(rows[1].rssKB)/1024)
+	if s3Row >= 0 {
+		r := rows[s3Row]
+		fmt.Fprintf(out, "ratio S3, age-encrypted: wall %.2fx, size %.2fx, RSS %.0f MB (of pg_dump -Fc)\n",
+			r.wall.Seconds()/rows[0].wall.Seconds(), float64(r.size)/float64(rows[0].size), float64(r.rssKB)/1024)
+	}
+	fmt.Fprintln(out)
 
 	if *restoreRuns == 0 {
 		return nil
@@ -277,6 +331,85 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "ratio: drill %.2fx of plain pg_restore (goal <= 1.3)\n", restores[1].wall.Seconds()/restores[0].wall.Seconds())
 	return nil
+}
+
+// s3Target is the S3-protocol server the encrypted backup row stores into,
+// the bench's view of its bucket, and the age public key it encrypts to (the
+// private key is not needed: nothing here decrypts).
+type s3Target struct {
+	srv       *s3test.Server
+	store     storage.Store
+	url       string
+	recipient string
+}
+
+func startS3(ctx context.Context) (*s3Target, error) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := s3test.New()
+	if err != nil {
+		return nil, fmt.Errorf("start S3 server: %w", err)
+	}
+	cfg := srv.Config("bench")
+	st, err := storage.Open(ctx, cfg)
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return &s3Target{srv: srv, store: st, url: cfg.URL, recipient: id.Recipient().String()}, nil
+}
+
+// env points ip2a-ops at the server.
+func (t *s3Target) env() []string {
+	return []string{
+		"IP2A_OPS_S3_ENDPOINT=" + t.srv.Endpoint,
+		"IP2A_OPS_S3_ACCESS_KEY_ID=" + t.srv.AccessKey,
+		"IP2A_OPS_S3_SECRET_ACCESS_KEY=" + t.srv.SecretKey,
+		"IP2A_OPS_S3_BUCKET=" + t.srv.Bucket,
+		"IP2A_OPS_S3_REGION=" + t.srv.Region,
+		"IP2A_OPS_S3_PATH_STYLE=true",
+	}
+}
+
+// empty deletes every object under the bench's prefix, so that a round's
+// backup is the only one stored and the server's memory holds one copy.
+func (t *s3Target) empty(ctx context.Context) error {
+	objs, err := t.store.List(ctx, "")
+	if err != nil {
+		return fmt.Errorf("empty bucket: %w", err)
+	}
+	for _, o := range objs {
+		if err := t.store.Delete(ctx, o.Key); err != nil {
+			return fmt.Errorf("empty bucket: %w", err)
+		}
+	}
+	return nil
+}
+
+// backupJSON is the part of ip2a-ops --json backup's document the bench
+// reads: the stored object's size and the seconds of each stage.
+type backupJSON struct {
+	StoredBytes   int64   `json:"stored_bytes"`
+	Encrypted     bool    `json:"encrypted"`
+	DumpSeconds   float64 `json:"dump_seconds"`
+	UploadSeconds float64 `json:"upload_seconds"`
+	VerifySeconds float64 `json:"verify_seconds"`
+	TotalSeconds  float64 `json:"total_seconds"`
+}
+
+func parseBackupJSON(s string) (backupJSON, error) {
+	var doc struct {
+		Summary backupJSON `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(s), &doc); err != nil {
+		return backupJSON{}, fmt.Errorf("read --json output: %w: %s", err, tail(s, 500))
+	}
+	if doc.Summary.StoredBytes == 0 || !doc.Summary.Encrypted {
+		return backupJSON{}, fmt.Errorf("--json output: want an encrypted backup with stored_bytes: %s", tail(s, 500))
+	}
+	return doc.Summary, nil
 }
 
 // timed runs cmd under /usr/bin/time -v and returns the wall time and the

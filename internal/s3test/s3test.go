@@ -1,8 +1,8 @@
 // Package s3test runs a real S3-protocol server (gofakes3 with its in-memory
-// backend) on a loopback port for tests, with one bucket and one pair of
-// credentials. Requests are authenticated: the server checks the access key
-// and the AWS Signature V4 of every request, so wrong credentials fail as
-// they do against a real service.
+// backend) on a loopback port for tests (Start) and benchmarks (New), with
+// one bucket and one pair of credentials. Requests are authenticated: the
+// server checks the access key and the AWS Signature V4 of every request,
+// so wrong credentials fail as they do against a real service.
 //
 // Known limits of the server (gofakes3 v1.2.0), which tests must skip with
 // this reason rather than assert:
@@ -21,6 +21,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -40,7 +41,7 @@ import (
 type Server struct {
 	// Endpoint is "http://127.0.0.1:<port>".
 	Endpoint string
-	// Bucket exists when Start returns.
+	// Bucket exists when Start or New returns.
 	Bucket string
 	// AccessKey and SecretKey are the only credentials the server accepts.
 	AccessKey string
@@ -59,22 +60,40 @@ type Server struct {
 // Start runs a server until the test ends, with a fresh bucket "ip2a-test".
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatalf("s3test: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// New runs a server, with a fresh bucket "ip2a-test", until Stop: for
+// programs that have no testing.TB (the backup benchmark).
+func New() (*Server, error) {
+	access, err := randomHex(6)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := randomHex(20)
+	if err != nil {
+		return nil, err
+	}
 	backend := s3mem.New()
 	s := &Server{
 		Bucket:    "ip2a-test",
-		AccessKey: "s3test-" + randomHex(t, 6),
-		SecretKey: randomHex(t, 20),
+		AccessKey: "s3test-" + access,
+		SecretKey: secret,
 		Region:    "us-east-1",
 		backend:   backend,
 	}
 	if err := backend.CreateBucket(s.Bucket); err != nil {
-		t.Fatalf("s3test: create bucket: %v", err)
+		return nil, fmt.Errorf("create bucket: %w", err)
 	}
 	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
 	s.http = httptest.NewServer(s.authenticate(s.count(faker.Server())))
 	s.Endpoint = s.http.URL
-	t.Cleanup(s.Stop)
-	return s
+	return s, nil
 }
 
 // Config returns a storage.Config for the server's bucket under prefix, with
@@ -105,7 +124,7 @@ func (s *Server) CreateBucket(t testing.TB, name string) {
 
 // Stop closes the listener and every connection: later requests fail with
 // "connection refused". Safe to call more than once; Start registers it as
-// a test cleanup.
+// a test cleanup; callers of New call it themselves.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		s.http.CloseClientConnections()
@@ -244,10 +263,10 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg st
 	_ = xml.NewEncoder(w).Encode(body)
 }
 
-func randomHex(t testing.TB, n int) string {
+func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("s3test: %v", err)
+		return "", fmt.Errorf("random: %w", err)
 	}
-	return hex.EncodeToString(b)
+	return hex.EncodeToString(b), nil
 }
