@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -88,20 +89,21 @@ func (t copyTable) qualified() string { return t.Schema + "." + t.Name }
 func (t copyTable) columnList() string {
 	cols := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
-		cols[i] = quoteIdent(c)
+		cols[i] = pgx.Identifier{c}.Sanitize()
 	}
 	return "(" + strings.Join(cols, ", ") + ")"
 }
 
+// ident is the table's quoted, schema-qualified name.
+func (t copyTable) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
 func (t copyTable) dumpSQL() string {
-	return "COPY " + quoteIdent(t.Schema) + "." + quoteIdent(t.Name) + " " + t.columnList() + " TO STDOUT"
+	return "COPY " + t.ident() + " " + t.columnList() + " TO STDOUT"
 }
 
 func (t copyTable) loadSQL() string {
-	return "COPY " + quoteIdent(t.Schema) + "." + quoteIdent(t.Name) + " " + t.columnList() + " FROM STDIN"
+	return "COPY " + t.ident() + " " + t.columnList() + " FROM STDIN"
 }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // dataEntryName names the seq'th (1-based) data entry of table index i
 // (1-based). Names stay short so every tar header is one 512-byte block.

@@ -62,7 +62,7 @@ func planTables(ctx context.Context, tx pgx.Tx, major int, minBytes int64) (all 
 // the wait), so none is altered or dropped before its COPY starts.
 func lockCopies(ctx context.Context, tx pgx.Tx, copies []copyTable) error {
 	for _, t := range copies {
-		if _, err := tx.Exec(ctx, "LOCK TABLE ONLY "+quoteIdent(t.Schema)+"."+quoteIdent(t.Name)+" IN ACCESS SHARE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE ONLY "+t.ident()+" IN ACCESS SHARE MODE"); err != nil {
 			return fmt.Errorf("lock %s: %w", t.qualified(), err)
 		}
 	}
@@ -89,8 +89,9 @@ func countSmall(ctx context.Context, tx pgx.Tx, all []TableCount, copies []copyT
 }
 
 // excludePattern is pg_dump's --exclude-table-data pattern matching exactly
-// one table: inside double quotes pattern characters are literal.
-func excludePattern(t copyTable) string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
+// one table: inside double quotes pattern characters are literal, so the
+// quoted name is the pattern.
+func excludePattern(t copyTable) string { return t.ident() }
 
 // copier streams the copied tables' rows into the pipeline over jobs
 // connections that share the snapshot.
