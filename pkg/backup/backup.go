@@ -78,6 +78,9 @@ type Options struct {
 	// beforeManifest, when set, runs after the object is stored and checked
 	// and before the manifest is written (a test kills the process there).
 	beforeManifest func()
+	// afterLock, when set, runs once the copied tables are locked in the
+	// snapshot (a test queues a migration's lock there).
+	afterLock func()
 }
 
 // Validate names the first bad field.

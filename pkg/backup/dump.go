@@ -159,6 +159,17 @@ func (c *copier) worker(ctx context.Context, queue <-chan int) error {
 	if _, err := conn.PgConn().Exec(ctx, setup).ReadAll(); err != nil {
 		return fmt.Errorf("join the snapshot: %w", err)
 	}
+	// Take every copied table's lock now, without waiting. The snapshot's
+	// transaction holds these locks already, so the only way to wait is
+	// behind a conflicting request queued since (a migration's ALTER
+	// TABLE): that request waits for the backup, which would wait for it,
+	// a deadlock the server cannot see. Failing is the way out; pg_dump's
+	// parallel workers do the same.
+	for _, t := range c.tables {
+		if _, err := conn.PgConn().Exec(ctx, "LOCK TABLE ONLY "+t.ident()+" IN ACCESS SHARE MODE NOWAIT").ReadAll(); err != nil {
+			return fmt.Errorf("lock %s: another session is waiting for a conflicting lock on it (a migration?), and waiting behind it would deadlock with the backup; run the backup again when it is done: %w", t.qualified(), err)
+		}
+	}
 	for i := range queue {
 		w := &chunker{ctx: ctx, p: c.p, gate: c.gate, table: i + 1, mod: c.mod}
 		_, err := conn.PgConn().CopyTo(ctx, w, c.tables[i].dumpSQL())
@@ -322,6 +333,9 @@ func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRest
 	}
 	if err := lockCopies(ctx, snap.tx, copies); err != nil {
 		return out, fmt.Errorf("backup: %w", err)
+	}
+	if o.afterLock != nil {
+		o.afterLock()
 	}
 	var encoding string
 	if err := snap.tx.QueryRow(ctx, "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()").Scan(&encoding); err != nil {

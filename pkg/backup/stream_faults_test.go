@@ -314,3 +314,45 @@ func TestCopyKilledWhileStreamingToS3(t *testing.T) {
 	requireNoBackup(t, st)
 	requireEmptyDir(t, work)
 }
+
+// TestMigrationQueuedBehindTheBackup: an ALTER TABLE that queues for its
+// lock between the backup's snapshot locking a big table and the COPY of
+// it would wait for the backup while the COPY waits behind it, a deadlock
+// the server cannot see. The backup fails at once saying so, and the ALTER
+// goes through when the backup's snapshot ends.
+func TestMigrationQueuedBehindTheBackup(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	src := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 35})
+	st := localStore(t)
+	work := t.TempDir()
+	altered := make(chan error, 1)
+	queued := func() {
+		conn, err := pgx.Connect(ctx, src)
+		require.NoError(t, err)
+		go func() {
+			defer conn.Close(context.WithoutCancel(ctx))
+			_, err := conn.Exec(ctx, "ALTER TABLE members ADD COLUMN nickname text")
+			altered <- err
+		}()
+		// Wait until the ALTER is really waiting for its lock.
+		for {
+			n := query1[int64](t, src, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE members%'`)
+			if n == 1 {
+				return
+			}
+			require.NoError(t, ctx.Err(), "the ALTER never queued")
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	res, err := Run(ctx, Options{DatabaseURL: src, Store: st, WorkDir: work, CopyMinBytes: 1, afterLock: queued})
+	require.ErrorContains(t, err, "lock public.members: another session is waiting")
+	requireOneLine(t, err)
+	require.Equal(t, exitcode.Failed, exitcode.Code(err))
+	require.Equal(t, "dump", res.Stage)
+	require.NoError(t, <-altered, "the migration must go through once the backup gave up")
+	requireNoBackup(t, st)
+	requireEmptyDir(t, work)
+}
