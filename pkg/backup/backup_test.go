@@ -67,15 +67,18 @@ func TestRoundTrip(t *testing.T) {
 		gen     fixture.Generation
 		store   func(t *testing.T) storage.Store
 		encrypt bool
+		// copyMin: Options.CopyMinBytes (0: the default, which copies
+		// none of the fixture's small tables; 1: every table with rows)
+		copyMin int64
 	}{
-		{"local newer", fixture.Newer, func(t *testing.T) storage.Store { return localStore(t) }, false},
-		{"local older encrypted", fixture.Older, func(t *testing.T) storage.Store { return localStore(t) }, true},
-		{"s3 newer encrypted", fixture.Newer, func(t *testing.T) storage.Store {
+		{"local newer", fixture.Newer, func(t *testing.T) storage.Store { return localStore(t) }, false, 0},
+		{"local older encrypted", fixture.Older, func(t *testing.T) storage.Store { return localStore(t) }, true, 0},
+		{"s3 newer encrypted, tables copied", fixture.Newer, func(t *testing.T) storage.Store {
 			srv := s3test.Start(t)
 			st, err := storage.Open(t.Context(), srv.Config("prod"))
 			require.NoError(t, err)
 			return st
-		}, true},
+		}, true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +86,7 @@ func TestRoundTrip(t *testing.T) {
 			ctx := t.Context()
 			src := fixturetest.NewTestDB(t, tt.gen, fixture.Options{Seed: 3, AuditYears: 1})
 			st := tt.store(t)
-			opts := Options{DatabaseURL: src, Store: st, WorkDir: t.TempDir(), Tool: "ip2a-ops test"}
+			opts := Options{DatabaseURL: src, Store: st, WorkDir: t.TempDir(), Tool: "ip2a-ops test", CopyMinBytes: tt.copyMin}
 			var ids [][]byte
 			if tt.encrypt {
 				opts.Recipients = []string{"# ops laptop", id.Recipient().String()}
