@@ -154,12 +154,7 @@ func TestCopyConnectionKilled(t *testing.T) {
 
 	require.Error(t, err, "Run succeeded although %q was terminated", kr.query)
 	t.Logf("terminated %q; Run: stage %s: %v", kr.query, res.Stage, err)
-	requireOneLine(t, err)
-	require.ErrorContains(t, err, "copy public."+bulkTable+": ")
-	require.Equal(t, exitcode.Failed, exitcode.Code(err), "%v", err)
-	require.Equal(t, "dump", res.Stage, "%v", err)
-	requireNoBackup(t, st)
-	requireEmptyDir(t, work)
+	requireDumpFailed(t, res, err, "copy public."+bulkTable+": ", st, work)
 }
 
 // TestS3GoesAwayMidStream: the S3 endpoint goes away once the first part
@@ -307,12 +302,7 @@ func TestCopyKilledWhileStreamingToS3(t *testing.T) {
 	kr := (<-kch).wait()
 	require.NoError(t, kr.err)
 	require.NotErrorIs(t, err, context.Canceled)
-	requireOneLine(t, err)
-	require.ErrorContains(t, err, "copy public."+bulkTable+": ")
-	require.Equal(t, exitcode.Failed, exitcode.Code(err), "%v", err)
-	require.Equal(t, "dump", res.Stage, "%v", err)
-	requireNoBackup(t, st)
-	requireEmptyDir(t, work)
+	requireDumpFailed(t, res, err, "copy public."+bulkTable+": ", st, work)
 }
 
 // TestMigrationQueuedBehindTheBackup: an ALTER TABLE that queues for its
@@ -348,11 +338,19 @@ func TestMigrationQueuedBehindTheBackup(t *testing.T) {
 		}
 	}
 	res, err := Run(ctx, Options{DatabaseURL: src, Store: st, WorkDir: work, CopyMinBytes: 1, afterLock: queued})
-	require.ErrorContains(t, err, "lock public.members: another session is waiting")
-	requireOneLine(t, err)
-	require.Equal(t, exitcode.Failed, exitcode.Code(err))
-	require.Equal(t, "dump", res.Stage)
+	requireDumpFailed(t, res, err, "lock public.members: another session is waiting", st, work)
 	require.NoError(t, <-altered, "the migration must go through once the backup gave up")
+}
+
+// requireDumpFailed asserts a run that failed while dumping: a one-line
+// error containing want, exit 1, stage dump, no backup and no scratch
+// files left.
+func requireDumpFailed(t *testing.T, res Result, err error, want string, st storage.Store, work string) {
+	t.Helper()
+	requireOneLine(t, err)
+	require.ErrorContains(t, err, want)
+	require.Equal(t, exitcode.Failed, exitcode.Code(err), "%v", err)
+	require.Equal(t, "dump", res.Stage, "%v", err)
 	requireNoBackup(t, st)
 	requireEmptyDir(t, work)
 }
