@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
 
 // auditArchiveOptions are the flags every audit-archive subcommand shares.
@@ -73,7 +72,7 @@ S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_REGION (or IP2A_OPS_S3_*).
   ip2a-ops audit-archive status
   ip2a-ops audit-archive search --from 2022-01-01 --to 2022-07-01 --record-id 1234 --format csv`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, c, o, ro) },
+		RunE: func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, o, ro) },
 	}
 	pf := c.PersistentFlags()
 	pf.StringVar(&o.storageURL, "storage", "", "where archives are stored: file:///dir, /dir or s3://bucket/prefix")
@@ -93,7 +92,7 @@ S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_REGION (or IP2A_OPS_S3_*).
 		Short: "Archive, verify and (with the guard) delete every eligible month",
 		Long:  "Archive every whole month older than --archive-after, verify, and delete its rows when the guard is installed.\n\n" + auditExitCodes,
 		Args:  cobra.NoArgs,
-		RunE:  func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, c, o, ro) },
+		RunE:  func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, o, ro) },
 	}
 	addAuditRunFlags(run, &ro)
 	c.AddCommand(run, newAuditGuardCmd(d, o), newAuditStatusCmd(d, o), newAuditVerifyCmd(d, o), newAuditPurgeCmd(d, o),
@@ -111,29 +110,23 @@ func addAuditRunFlags(c *cobra.Command, ro *auditRunOptions) {
 	f.Int64Var(&ro.batch, "delete-batch", 50_000, "id span of each DELETE statement inside a month's delete transaction")
 }
 
-// auditConfig opens what every subcommand needs; withStore false skips the
-// store (status, hold, release, install-guard).
+// auditHints map the audit jobs' fields to their flags.
+var auditHints = fieldHints{
+	"Storage.None": "--storage file:///var/backups/ip2a-audit or s3://ip2a-audit-archive (or IP2A_OPS_AUDIT_STORAGE)",
+	"Storage":      "--storage file:///dir or s3://bucket/prefix",
+	"DeleteBatch":  "--delete-batch 50000",
+	"":             "ip2a-ops audit-archive --help",
+}
+
+func (o *auditArchiveOptions) args() jobs.AuditStore {
+	return jobs.AuditStore{Storage: o.storageURL, Prefix: o.prefix, ArchiveAfter: o.archiveAfter, Retain: o.retain, TempDir: o.tempDir}
+}
+
+// auditConfig opens what the commands that are not runs need (status,
+// search); withStore false skips the store.
 func auditConfig(ctx context.Context, d *deps, o *auditArchiveOptions, withStore bool) (audit.Config, error) {
-	if o.retain.TotalMonths() < o.archiveAfter.TotalMonths() {
-		return audit.Config{}, exitcode.Usagef("--retain 7y --archive-after 3y", "--retain %s is shorter than --archive-after %s: rows would be purged before they are archived", o.retain, o.archiveAfter)
-	}
-	cfg := audit.Config{Schema: d.g.schema, Prefix: o.prefix, Now: d.now, TempDir: o.tempDir, Logger: d.logger}
-	if withStore {
-		st, err := d.storage(ctx, o.storageURL)
-		if errors.Is(err, errNoStorage) {
-			return cfg, exitcode.Usagef("--storage file:///var/backups/ip2a-audit or s3://ip2a-audit-archive (or IP2A_OPS_AUDIT_STORAGE)", "no archive storage configured")
-		}
-		if err != nil {
-			return cfg, &exitcode.UsageError{Err: err, Hint: "--storage file:///dir or s3://bucket/prefix"}
-		}
-		cfg.Store = st
-	}
-	pool, err := d.opsDB(ctx)
-	if err != nil {
-		return cfg, err
-	}
-	cfg.Pool = pool
-	return cfg, nil
+	d.hints = auditHints
+	return jobs.OpenAudit(ctx, d.jobEnv(), o.args(), withStore)
 }
 
 func parseMonthArg(flag, s string) (audit.Month, error) {
@@ -144,37 +137,16 @@ func parseMonthArg(flag, s string) (audit.Month, error) {
 	return m, nil
 }
 
-func runAuditArchive(ctx context.Context, d *deps, c *cobra.Command, o *auditArchiveOptions, ro auditRunOptions) error {
-	opts := audit.RunOptions{ArchiveAfter: o.archiveAfter, Retain: o.retain, DryRun: ro.dryRun, KeepOnline: ro.keepOnline,
-		ObjectLock: ro.objectLock, DeleteBatch: ro.batch}
+func runAuditArchive(ctx context.Context, d *deps, o *auditArchiveOptions, ro auditRunOptions) error {
+	a := jobs.AuditArchiveArgs{AuditStore: o.args(), DryRun: ro.dryRun, KeepOnline: ro.keepOnline, ObjectLock: ro.objectLock, DeleteBatch: ro.batch}
 	if ro.until != "" {
 		m, err := parseMonthArg("--until", ro.until)
 		if err != nil {
 			return err
 		}
-		opts.Until = m
+		a.Until = m
 	}
-	if ro.batch <= 0 {
-		return exitcode.Usagef("--delete-batch 50000", "--delete-batch must be positive")
-	}
-	// Check the policy before dialling anything: a bad flag is exit 2 even
-	// when the database is down.
-	if err := audit.CheckPolicy(d.now(), opts.ArchiveAfter, opts.Retain, opts.Until); err != nil {
-		return exitcode.Usagef("ip2a-ops audit-archive --help", "%v", err)
-	}
-	cfg, err := auditConfig(ctx, d, o, !ro.dryRun)
-	if err != nil {
-		return err
-	}
-	opts.Config = cfg
-	if err := opts.Validate(); err != nil {
-		return exitcode.Usagef("ip2a-ops audit-archive --help", "%v", err)
-	}
-	return execute(ctx, d, c, "audit-archive", func(ctx context.Context, run *runner.Run) (audit.RunResult, error) {
-		opts.Logger = run.Logger
-		opts.ProgressFunc = func(r audit.RunResult) { run.SetSummary(r) }
-		return audit.Run(ctx, opts)
-	}, printAuditRun)
+	return runJob(ctx, d, jobs.AuditArchive, a, printAuditRun, auditHints)
 }
 
 func printAuditRun(w io.Writer, r audit.RunResult) {
@@ -246,19 +218,9 @@ Exit codes: 0 installed (or printed), 1 failed (not the table owner?),
 				fmt.Fprint(d.stdout, audit.GuardSQL(d.g.schema))
 				return nil
 			}
-			cfg, err := auditConfig(c.Context(), d, o, false)
-			if err != nil {
-				return err
-			}
-			st, err := audit.InstallGuard(c.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			if d.g.json {
-				return writeJSON(d.stdout, st)
-			}
-			fmt.Fprintf(d.stdout, "audit guard installed (checks %s.audit_archive_months)\n", st.Schema)
-			return nil
+			return runJob(c.Context(), d, jobs.AuditInstallGuard, jobs.AuditStoreArgs{AuditStore: o.args()}, func(w io.Writer, st audit.GuardStatus) {
+				fmt.Fprintf(w, "audit guard installed (checks %s.audit_archive_months)\n", st.Schema)
+			}, auditHints)
 		},
 	}
 	c.Flags().BoolVar(&print, "print", false, "print the SQL and change nothing")
@@ -346,14 +308,7 @@ func newAuditVerifyCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 		Long:  "Read every stored archive back (manifest hash, compressed and raw hashes, row count and id sum) and check the chain of manifests.\n\nExit codes: 0 every archive verified, 1 an archive or the chain does not match (or storage failed), 2 configuration error, 4 another verify is running, 130 interrupted.",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cfg, err := auditConfig(c.Context(), d, o, true)
-			if err != nil {
-				return err
-			}
-			return execute(c.Context(), d, c, "audit-archive-verify", func(ctx context.Context, run *runner.Run) (audit.VerifyResult, error) {
-				cfg.Logger = run.Logger
-				return audit.Verify(ctx, audit.VerifyOptions{Config: cfg})
-			}, func(w io.Writer, r audit.VerifyResult) {
+			return runJob(c.Context(), d, jobs.AuditVerify, jobs.AuditStoreArgs{AuditStore: o.args()}, func(w io.Writer, r audit.VerifyResult) {
 				for _, m := range r.Months {
 					if m.OK {
 						fmt.Fprintf(w, "%s  %-8s  %d rows  ok\n", m.Month, m.State, m.Rows)
@@ -365,7 +320,7 @@ func newAuditVerifyCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 					fmt.Fprintf(w, "unrecorded manifest (left by an interrupted run; the next run overwrites it): %s\n", k)
 				}
 				fmt.Fprintf(w, "%d months verified, %d failed\n", r.OK, r.Failed)
-			})
+			}, auditHints)
 		},
 	}
 }
@@ -385,14 +340,7 @@ Exit codes: 0 done, 1 failed, 2 configuration error, 4 another purge is
 running, 130 interrupted.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cfg, err := auditConfig(c.Context(), d, o, true)
-			if err != nil {
-				return err
-			}
-			return execute(c.Context(), d, c, "audit-archive-purge", func(ctx context.Context, run *runner.Run) (audit.PurgeResult, error) {
-				cfg.Logger = run.Logger
-				return audit.Purge(ctx, audit.PurgeOptions{Config: cfg, Retain: o.retain, ArchiveAfter: o.archiveAfter, Apply: apply})
-			}, func(w io.Writer, r audit.PurgeResult) {
+			return runJob(c.Context(), d, jobs.AuditPurge, jobs.AuditPurgeArgs{AuditStore: o.args(), Apply: apply}, func(w io.Writer, r audit.PurgeResult) {
 				for _, m := range r.Months {
 					line := fmt.Sprintf("%s  %d rows  %s", m.Month, m.Rows, m.Action)
 					if m.Reason != "" {
@@ -405,7 +353,7 @@ running, 130 interrupted.`,
 				} else {
 					fmt.Fprintf(w, "purged %d months, kept %d\n", r.Purged, r.Kept)
 				}
-			})
+			}, auditHints)
 		},
 	}
 	c.Flags().BoolVar(&apply, "apply", false, "really delete (default: dry run)")
@@ -424,36 +372,20 @@ func newAuditHoldCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := holdArgsError(d, m, reason, true); err != nil {
-				return err
-			}
-			cfg, err := auditConfig(c.Context(), d, o, false)
-			if err != nil {
-				return err
-			}
-			h, err := audit.PlaceHold(c.Context(), audit.HoldOptions{Config: cfg, Month: m, Reason: reason})
-			if err != nil {
-				return err
-			}
-			if d.g.json {
-				return writeJSON(d.stdout, h)
-			}
-			fmt.Fprintf(d.stdout, "%s on legal hold: %s\n", h.Month, h.Reason)
-			return nil
+			return runJob(c.Context(), d, jobs.AuditHold, jobs.AuditHoldArgs{AuditStore: o.args(), Month: m, Reason: reason}, func(w io.Writer, h audit.Hold) {
+				fmt.Fprintf(w, "%s on legal hold: %s\n", h.Month, h.Reason)
+			}, holdHints)
 		},
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why (case or request); required")
 	return c
 }
 
-func holdArgsError(d *deps, m audit.Month, reason string, place bool) error {
-	if audit.MonthOf(d.now()).Before(m) {
-		return exitcode.Usagef("a month that has started, e.g. "+audit.MonthOf(d.now()).String(), "month %s is in the future", m)
-	}
-	if place && strings.TrimSpace(reason) == "" {
-		return exitcode.Usagef(`--reason "case 19-CA-123456"`, "a legal hold needs --reason")
-	}
-	return nil
+// holdHints map a hold's fields to the command line.
+var holdHints = fieldHints{
+	"Month":  "a month that has started (YYYY-MM)",
+	"Reason": `--reason "case 19-CA-123456"`,
+	"":       "ip2a-ops audit-archive --help",
 }
 
 func newAuditReleaseCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
@@ -467,25 +399,9 @@ func newAuditReleaseCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := holdArgsError(d, m, "", false); err != nil {
-				return err
-			}
-			cfg, err := auditConfig(c.Context(), d, o, false)
-			if err != nil {
-				return err
-			}
-			h, err := audit.ReleaseHold(c.Context(), audit.HoldOptions{Config: cfg, Month: m})
-			if errors.Is(err, audit.ErrNoHold) {
-				return exitcode.Usagef("ip2a-ops audit-archive status", "%v", err)
-			}
-			if err != nil {
-				return err
-			}
-			if d.g.json {
-				return writeJSON(d.stdout, h)
-			}
-			fmt.Fprintf(d.stdout, "%s released from legal hold (%s)\n", h.Month, h.Reason)
-			return nil
+			return runJob(c.Context(), d, jobs.AuditRelease, jobs.AuditHoldArgs{AuditStore: o.args(), Month: m}, func(w io.Writer, h audit.Hold) {
+				fmt.Fprintf(w, "%s released from legal hold (%s)\n", h.Month, h.Reason)
+			}, holdHints)
 		},
 	}
 }
@@ -582,27 +498,9 @@ func newAuditRestoreCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ro := audit.RestoreOptions{Month: m, Into: into}
-			if err := audit.CheckTable(into); err != nil {
-				return exitcode.Usagef("restore 2022-03 --into audit_logs_2022_03", "%v", err)
-			}
-			cfg, err := auditConfig(c.Context(), d, o, true)
-			if err != nil {
-				return err
-			}
-			ro.Config = cfg
-			res, err := audit.Restore(c.Context(), ro)
-			if errors.Is(err, audit.ErrNotArchived) {
-				return exitcode.Usagef("ip2a-ops audit-archive status", "%v", err)
-			}
-			if err != nil {
-				return err
-			}
-			if d.g.json {
-				return writeJSON(d.stdout, res)
-			}
-			fmt.Fprintf(d.stdout, "restored %d rows of %s into %s\n", res.Rows, res.Month, res.Into)
-			return nil
+			return runJob(c.Context(), d, jobs.AuditRestore, jobs.AuditRestoreArgs{AuditStore: o.args(), Month: m, Into: into}, func(w io.Writer, res audit.RestoreResult) {
+				fmt.Fprintf(w, "restored %d rows of %s into %s\n", res.Rows, res.Month, res.Into)
+			}, fieldHints{"": "restore 2022-03 --into audit_logs_2022_03", "Storage.None": auditHints["Storage.None"], "Storage": auditHints["Storage"]})
 		},
 	}
 	c.Flags().StringVar(&into, "into", "", "table to load the rows into (required)")

@@ -2,10 +2,8 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -13,7 +11,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/backup"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -82,7 +80,7 @@ func newBackupCmd(d *deps) *cobra.Command {
   ip2a-ops backup verify latest --level restore --identity /secure/ops.agekey
   ip2a-ops backup status --max-age 26h`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runBackup(c.Context(), d, c, o, co) },
+		RunE: func(c *cobra.Command, args []string) error { return runBackup(c.Context(), d, o, co) },
 	}
 	pf := c.PersistentFlags()
 	pf.StringVar(&o.storageURL, "storage", "", "where backups live: file:///dir, a path, or s3://bucket/prefix (default: S3_BUCKET_NAME when set)")
@@ -105,7 +103,7 @@ func newBackupCmd(d *deps) *cobra.Command {
 	}
 	var co2 backupCreateOptions
 	addCreateFlags(create, &co2)
-	create.RunE = func(c *cobra.Command, args []string) error { return runBackup(c.Context(), d, c, o, co2) }
+	create.RunE = func(c *cobra.Command, args []string) error { return runBackup(c.Context(), d, o, co2) }
 	c.AddCommand(create, newBackupListCmd(d, &o), newBackupStatusCmd(d, &o), newBackupVerifyCmd(d, &o),
 		newBackupRestoreCmd(d, &o), newBackupPruneCmd(d, &o))
 	return c
@@ -132,14 +130,6 @@ func addCreateFlags(c *cobra.Command, co *backupCreateOptions) {
 	addPolicyFlags(c, &co.policy)
 }
 
-// copyMin is backup.Options.CopyMinBytes for --pg-dump-only.
-func copyMin(pgDumpOnly bool) int64 {
-	if pgDumpOnly {
-		return -1
-	}
-	return 0
-}
-
 func addPolicyFlags(c *cobra.Command, p *backup.Policy) {
 	f := c.Flags()
 	f.IntVar(&p.KeepLast, "keep-last", 0, "keep the newest N backups")
@@ -152,101 +142,42 @@ func addPolicyFlags(c *cobra.Command, p *backup.Policy) {
 	}
 }
 
-// backupStore opens the configured storage; a missing setting is exit 2.
+// backupHints map the backup jobs' fields to their flags.
+var backupHints = fieldHints{
+	"Storage.None":   "--storage file:///var/backups/ip2a or s3://ip2a-backups/prod (or IP2A_OPS_BACKUP_STORAGE, or S3_BUCKET_NAME)",
+	"Storage":        "--storage file:///dir or s3://bucket/prefix",
+	"Identities":     "--identity /path/to/key.txt (an age identity file: AGE-SECRET-KEY-1...)",
+	"Recipients":     "--recipient age1... (an age X25519 public key, from age-keygen -y)",
+	"RecipientFiles": "--recipients-file /etc/ip2a-ops/recipients.txt (age1... public keys, one per line)",
+	"Verify":         "--verify checksum|none   (deeper checks: ip2a-ops backup verify --level contents|restore)",
+	"Level":          "--level checksum|contents|restore",
+	"Policy":         "--keep-daily 7 --keep-weekly 4 --keep-monthly 12",
+	"KeepLast":       "--keep-last N (N >= 0)",
+	"KeepDaily":      "--keep-daily 7",
+	"KeepWeekly":     "--keep-weekly 4",
+	"KeepMonthly":    "--keep-monthly 12",
+	"KeepYearly":     "--keep-yearly N (N >= 0)",
+	"":               "ip2a-ops backup --help",
+}
+
+func (o *backupOptions) args() jobs.BackupStore {
+	return jobs.BackupStore{Storage: o.storageURL, Prefix: o.prefix, WorkDir: o.workDir, PgRestore: o.pgRestore, Identities: o.identities}
+}
+
+// backupStore opens the configured storage for the commands that read it
+// outside a run (list, status).
 func backupStore(ctx context.Context, d *deps, o *backupOptions) (storage.Store, error) {
-	st, err := d.storage(ctx, o.storageURL)
-	if errors.Is(err, errNoStorage) {
-		return nil, exitcode.Usagef("--storage file:///var/backups/ip2a or s3://ip2a-backups/prod (or IP2A_OPS_BACKUP_STORAGE, or S3_BUCKET_NAME)", "no backup storage configured")
-	}
-	if err != nil {
-		return nil, &exitcode.UsageError{Err: err, Hint: "--storage file:///dir or s3://bucket/prefix"}
-	}
-	return st, nil
+	d.hints = backupHints
+	return jobs.OpenBackupStore(ctx, d.jobEnv(), o.args())
 }
 
-// storageExit turns storage errors that only a configuration change fixes
-// (credentials, bucket) into usage errors (exit 2); an unreachable endpoint
-// stays a failure (exit 1): it may pass by itself.
-func storageExit(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, storage.ErrAccessDenied):
-		return &exitcode.UsageError{Err: err, Hint: "check S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY (or IP2A_OPS_S3_*) and the key's permissions on the bucket"}
-	case errors.Is(err, storage.ErrBucketNotFound):
-		return &exitcode.UsageError{Err: err, Hint: "check the bucket name in --storage s3://bucket/prefix or S3_BUCKET_NAME"}
-	case errors.Is(err, backup.ErrNotFound):
-		return &exitcode.UsageError{Err: err, Hint: "ip2a-ops backup list"}
-	}
-	return err
+func runBackup(ctx context.Context, d *deps, o backupOptions, co backupCreateOptions) error {
+	return runJob(ctx, d, jobs.Backup, jobs.BackupArgs{BackupStore: o.args(), PgDump: co.pgDump, Recipients: co.recipients,
+		RecipientFiles: co.recipientFiles, Compression: co.level, Threads: co.threads, Jobs: co.jobs, PgDumpOnly: co.pgDumpOnly,
+		LockWait: co.lockWait, Verify: co.verify, Prune: co.prune, Policy: co.policy}, printCreate, backupHints)
 }
 
-func readIdentities(paths []string) ([][]byte, error) {
-	var out [][]byte
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, exitcode.Usagef("--identity /path/to/key.txt (an age identity file: AGE-SECRET-KEY-1...)", "read identity: %v", err)
-		}
-		out = append(out, b)
-	}
-	return out, nil
-}
-
-// createResult is the summary of backup: the backup, then the pruning when
-// --prune was given.
-type createResult struct {
-	backup.Result
-	Prune *backup.PruneResult `json:"prune,omitempty"`
-}
-
-func runBackup(ctx context.Context, d *deps, c *cobra.Command, o backupOptions, co backupCreateOptions) error {
-	if co.verify != string(backup.LevelChecksum) && co.verify != string(backup.LevelNone) {
-		return exitcode.Usagef("--verify checksum|none", "invalid --verify %q (deeper checks: ip2a-ops backup verify --level contents|restore)", co.verify)
-	}
-	recipients := append([]string(nil), co.recipients...)
-	for _, p := range co.recipientFiles {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return exitcode.Usagef("--recipients-file /etc/ip2a-ops/recipients.txt (age1... public keys, one per line)", "read recipients: %v", err)
-		}
-		recipients = append(recipients, strings.Split(string(b), "\n")...)
-	}
-	if _, _, err := backup.ParseRecipients(recipients); err != nil {
-		return exitcode.Usagef("--recipient age1... (an age X25519 public key, from age-keygen -y)", "%v", err)
-	}
-	if co.prune {
-		if err := co.policy.Validate(); err != nil {
-			return exitcode.Usagef("--keep-daily 7 --keep-weekly 4 --keep-monthly 12", "%v", err)
-		}
-	}
-	st, err := backupStore(ctx, d, &o)
-	if err != nil {
-		return err
-	}
-	dbURL, err := d.dbURL()
-	if err != nil {
-		return err
-	}
-	return execute(ctx, d, c, "backup", func(ctx context.Context, run *runner.Run) (createResult, error) {
-		res, err := backup.Run(ctx, backup.Options{
-			DatabaseURL: dbURL, Store: st, Prefix: o.prefix, PgDump: co.pgDump, PgRestore: o.pgRestore, WorkDir: o.workDir,
-			Recipients: recipients, Level: co.level, Threads: co.threads, Jobs: co.jobs, CopyMinBytes: copyMin(co.pgDumpOnly),
-			LockWaitTimeout: co.lockWait,
-			Verify:          backup.Level(co.verify), Tool: "ip2a-ops " + versionString(), Now: d.now, Logger: run.Logger,
-		})
-		out := createResult{Result: res}
-		if err != nil || !co.prune {
-			return out, storageExit(err)
-		}
-		run.SetSummary(out)
-		pr, err := backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: o.prefix, Policy: co.policy, Apply: true, Now: d.now})
-		out.Prune = &pr
-		return out, storageExit(err)
-	}, printCreate)
-}
-
-func printCreate(w io.Writer, r createResult) {
+func printCreate(w io.Writer, r jobs.BackupResult) {
 	if r.Stage != "done" {
 		if len(r.Cleaned) > 0 {
 			fmt.Fprintf(w, "removed %d leftovers of interrupted runs\n", len(r.Cleaned))
@@ -307,7 +238,7 @@ Exit codes: 0 listed, 1 storage unreachable, 2 configuration error.`,
 			}
 			l, err := backup.List(ctx, backup.ListOptions{Store: st, Prefix: o.prefix})
 			if err != nil {
-				return storageExit(err)
+				return err
 			}
 			if d.g.json {
 				return writeJSON(d.stdout, struct {
@@ -362,7 +293,7 @@ Exit codes: 0 fresh, 1 storage unreachable, 2 configuration error, 3 stale.`,
 			}
 			res, err := backup.Status(ctx, backup.StatusOptions{Store: st, Prefix: o.prefix, MaxAge: maxAge, Now: d.now})
 			if err != nil {
-				return storageExit(err)
+				return err
 			}
 			if d.g.json {
 				if err := writeJSON(d.stdout, res); err != nil {

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"fmt"
 	"io"
 
@@ -9,12 +8,12 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/backup"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
 
 func newBackupVerifyCmd(d *deps, o *backupOptions) *cobra.Command {
 	var level, scratchURL string
-	var jobs int
+	var nJobs int
 	c := &cobra.Command{
 		Use:   "verify [ID|latest]",
 		Short: "Check a backup: checksum, contents, or a full restore drill",
@@ -45,32 +44,15 @@ Exit codes: 0 passed, 1 failed or could not verify, 2 configuration error
 			if len(args) == 1 {
 				id = args[0]
 			}
-			switch backup.Level(level) {
-			case backup.LevelChecksum, backup.LevelContents, backup.LevelRestore:
-			default:
-				return exitcode.Usagef("--level checksum|contents|restore", "invalid level %q", level)
-			}
-			ids, err := readIdentities(o.identities)
-			if err != nil {
-				return err
-			}
-			st, err := backupStore(ctx, d, o)
-			if err != nil {
-				return err
-			}
-			return execute(ctx, d, c, "backup-verify", func(ctx context.Context, run *runner.Run) (backup.VerifyResult, error) {
-				res, err := backup.Verify(ctx, backup.VerifyOptions{Store: st, Prefix: o.prefix, ID: id, Level: backup.Level(level),
-					Identities: ids, ScratchURL: scratchURL, PgBinDir: d.getenv("IP2A_OPS_PG_BIN"), PgRestore: o.pgRestore,
-					WorkDir: o.workDir, Jobs: jobs, Record: true, By: hostname(), Now: d.now, Logger: run.Logger})
-				return res, storageExit(err)
-			}, printVerify)
+			return runJob(ctx, d, jobs.BackupVerify, jobs.BackupVerifyArgs{BackupStore: o.args(), ID: id, Level: level,
+				ScratchURL: scratchURL, Jobs: nJobs}, printVerify, backupHints)
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&level, "level", "checksum", "checksum, contents or restore")
 	f.StringVar(&scratchURL, "scratch-url", "", "server for the restore drill's scratch database (needs CREATEDB; default: a throwaway local cluster)")
 	envFlag(f, "scratch-url", "IP2A_OPS_SCRATCH_URL")
-	f.IntVar(&jobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
+	f.IntVar(&nJobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
 	return c
 }
 
@@ -100,7 +82,7 @@ func printVerify(w io.Writer, r backup.VerifyResult) {
 func newBackupRestoreCmd(d *deps, o *backupOptions) *cobra.Command {
 	var target string
 	var force, keepOwners bool
-	var jobs int
+	var nJobs int
 	c := &cobra.Command{
 		Use:   "restore ID|latest --target-url URL",
 		Short: "Restore a backup into another database and compare row counts",
@@ -125,19 +107,8 @@ Exit codes: 0 restored and counts match, 1 failed or counts differ,
 			if target == "" {
 				return exitcode.Usagef("--target-url postgres://user@host/empty_database", "restore needs --target-url")
 			}
-			ids, err := readIdentities(o.identities)
-			if err != nil {
-				return err
-			}
-			st, err := backupStore(ctx, d, o)
-			if err != nil {
-				return err
-			}
-			return execute(ctx, d, c, "backup-restore", func(ctx context.Context, run *runner.Run) (backup.RestoreResult, error) {
-				res, err := backup.Restore(ctx, backup.RestoreOptions{Store: st, Prefix: o.prefix, ID: args[0], TargetURL: target,
-					Force: force, KeepOwners: keepOwners, Identities: ids, PgRestore: o.pgRestore, WorkDir: o.workDir, Jobs: jobs, Logger: run.Logger})
-				return res, storageExit(err)
-			}, func(w io.Writer, r backup.RestoreResult) {
+			return runJob(ctx, d, jobs.BackupRestore, jobs.BackupRestoreArgs{BackupStore: o.args(), ID: args[0], TargetURL: target,
+				Force: force, KeepOwners: keepOwners, Jobs: nJobs}, func(w io.Writer, r backup.RestoreResult) {
 				if r.Tables == 0 {
 					return
 				}
@@ -146,14 +117,14 @@ Exit codes: 0 restored and counts match, 1 failed or counts differ,
 				for _, m := range r.Mismatches {
 					fmt.Fprintf(w, "  MISMATCH %s\n", m)
 				}
-			})
+			}, backupHints)
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&target, "target-url", "", "database to restore into (must exist; empty unless --force)")
 	f.BoolVar(&force, "force", false, "restore into a database that has tables, replacing the backup's objects")
 	f.BoolVar(&keepOwners, "keep-owners", false, "restore ownership and privileges (the roles must exist on the target)")
-	f.IntVar(&jobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
+	f.IntVar(&nJobs, "jobs", 2, "restore connections at once (pg_restore --jobs, and COPY of the big tables)")
 	return c
 }
 
@@ -177,18 +148,7 @@ is running, 130 interrupted.`,
   ip2a-ops backup prune --apply --keep-daily 7 --keep-weekly 4 --keep-monthly 12`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			ctx := c.Context()
-			if err := p.Validate(); err != nil {
-				return exitcode.Usagef("--keep-daily 7 --keep-weekly 4 --keep-monthly 12", "%v", err)
-			}
-			st, err := backupStore(ctx, d, o)
-			if err != nil {
-				return err
-			}
-			return execute(ctx, d, c, "backup-prune", func(ctx context.Context, run *runner.Run) (backup.PruneResult, error) {
-				res, err := backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: o.prefix, Policy: p, Apply: apply, Now: d.now})
-				return res, storageExit(err)
-			}, printPrune)
+			return runJob(c.Context(), d, jobs.BackupPrune, jobs.BackupPruneArgs{BackupStore: o.args(), Policy: p, Apply: apply}, printPrune, backupHints)
 		},
 	}
 	addPolicyFlags(c, &p)

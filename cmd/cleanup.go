@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ip2a/ip2a-ops/pkg/cleanup"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
 
 type cleanupOptions struct {
@@ -42,7 +42,7 @@ Exit codes: 0 done, 1 a step failed, 2 configuration error,
 		Example: `  ip2a-ops cleanup --dry-run
   ip2a-ops cleanup --json`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runCleanup(c.Context(), d, c, o) },
+		RunE: func(c *cobra.Command, args []string) error { return runCleanup(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.BoolVar(&o.dryRun, "dry-run", false, "count what would change and change nothing")
@@ -53,14 +53,9 @@ Exit codes: 0 done, 1 a step failed, 2 configuration error,
 	return c
 }
 
-func runCleanup(ctx context.Context, d *deps, c *cobra.Command, o cleanupOptions) error {
-	pool, err := d.opsDB(ctx)
-	if err != nil {
-		return err
-	}
-	return execute(ctx, d, c, "cleanup", func(ctx context.Context, run *runner.Run) (cleanup.Result, error) {
-		return cleanup.Run(ctx, cleanup.Options{Pool: pool, DryRun: o.dryRun, ResetTokenMaxAge: o.resetMaxAge, RefreshGrace: o.refreshGrace})
-	}, printCleanup)
+func runCleanup(ctx context.Context, d *deps, o cleanupOptions) error {
+	return runJob(ctx, d, jobs.Cleanup, jobs.CleanupArgs{DryRun: o.dryRun, ResetTokenMaxAge: o.resetMaxAge, RefreshGrace: o.refreshGrace},
+		printCleanup, fieldHints{"": "ip2a-ops cleanup --help"})
 }
 
 func printCleanup(w io.Writer, r cleanup.Result) {

@@ -109,7 +109,7 @@ func loadCrontab(file string) (*scheduler.Crontab, error) {
 	ct, err := scheduler.Parse(fh)
 	var pe *scheduler.ParseError
 	if errors.As(err, &pe) {
-		return ct, &exitcode.UsageError{Err: fmt.Errorf("%s: %w", file, err), Hint: "ip2a-ops daemon --check " + file}
+		return ct, exitcode.UsageError(fmt.Errorf("%s: %w", file, err), "ip2a-ops daemon --check "+file)
 	}
 	return ct, err
 }
@@ -165,7 +165,7 @@ func runDaemonCheck(d *deps, file string) error {
 		}
 	}
 	if pe != nil {
-		return &exitcode.UsageError{Err: fmt.Errorf("%s: %d bad line(s)", file, len(pe.Lines)), Hint: "fix the lines above; format: docs/daemon.md"}
+		return exitcode.UsageError(fmt.Errorf("%s: %d bad line(s)", file, len(pe.Lines)), "fix the lines above; format: docs/daemon.md")
 	}
 	return nil
 }

@@ -90,10 +90,10 @@ func runDemo(ctx context.Context, d *deps, o demoOptions) error {
 	binDir := d.getenv("IP2A_OPS_PG_BIN")
 	if binDir != "" {
 		if _, err := os.Stat(filepath.Join(binDir, "initdb")); err != nil {
-			return &exitcode.UsageError{Err: fmt.Errorf("IP2A_OPS_PG_BIN=%s: %w", binDir, pgcluster.ErrNoBinaries), Hint: "apt-get install postgresql   (then run ip2a-ops demo again)"}
+			return exitcode.UsageError(fmt.Errorf("IP2A_OPS_PG_BIN=%s: %w", binDir, pgcluster.ErrNoBinaries), "apt-get install postgresql   (then run ip2a-ops demo again)")
 		}
 	} else if _, err := pgcluster.FindBinDir(0); err != nil {
-		return &exitcode.UsageError{Err: err, Hint: "apt-get install postgresql   (then run ip2a-ops demo again)"}
+		return exitcode.UsageError(err, "apt-get install postgresql   (then run ip2a-ops demo again)")
 	}
 	out := d.stdout
 	fmt.Fprintln(out, "==> starting a throwaway PostgreSQL cluster")

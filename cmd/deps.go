@@ -3,8 +3,6 @@ package cmd
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
@@ -51,10 +50,17 @@ type deps struct {
 	ran            bool
 	args           []string // the command line Run was given, recorded in the ledger
 
+	// capture: job commands record their invocation in captured instead
+	// of running it (the daemon parsing a crontab line); hints are the
+	// running command's field hints.
+	capture  bool
+	captured *invocation
+	hints    fieldHints
+
 	pool     *pgxpool.Pool
 	url      string
 	migrated bool
-	stores   map[string]storage.Store
+	stores   map[storage.Config]storage.Store
 }
 
 func newDeps(env Env) *deps {
@@ -63,7 +69,7 @@ func newDeps(env Env) *deps {
 		stdin = strings.NewReader("")
 	}
 	return &deps{stdin: stdin, stdout: env.Stdout, stderr: env.Stderr, getenv: env.Getenv, now: env.Now,
-		logger: slog.New(slog.DiscardHandler), stores: map[string]storage.Store{}}
+		logger: slog.New(slog.DiscardHandler), stores: map[storage.Config]storage.Store{}}
 }
 
 func (d *deps) close() {
@@ -102,7 +108,7 @@ func (d *deps) setupLogger() error {
 func (d *deps) dbURL() (string, error) {
 	u, _, err := dbconn.Resolve(d.g.databaseURL, d.getenv)
 	if err != nil {
-		return "", &exitcode.UsageError{Err: err, Hint: "ip2a-ops --database-url postgres://user:pass@host:5432/ip2a ...   (or ip2a-ops demo for a throwaway database)"}
+		return "", exitcode.UsageError(err, "ip2a-ops --database-url postgres://user:pass@host:5432/ip2a ...   (or ip2a-ops demo for a throwaway database)")
 	}
 	return u, nil
 }
@@ -162,29 +168,27 @@ func (d *deps) ledger(ctx context.Context) (*ledger.Ledger, error) {
 	return ledger.New(pool, d.g.schema), nil
 }
 
-// errNoStorage: no storage URL given and no bucket in the environment.
-var errNoStorage = errors.New("no storage configured")
-
 // storage opens (once per URL) the store at url: file:///dir, a path, or
 // s3://bucket/prefix, with the S3 endpoint and keys from the app's S3_*
 // variables (IP2A_OPS_S3_* override them). An empty url means the bucket
 // named by S3_BUCKET_NAME / IP2A_OPS_S3_BUCKET; with neither it returns
-// errNoStorage.
+// jobs.ErrNoStorage.
 func (d *deps) storage(ctx context.Context, url string) (storage.Store, error) {
 	cfg := storage.ConfigFromEnv(d.getenv)
 	cfg.URL = url
 	if cfg.URL == "" && cfg.Bucket == "" {
-		return nil, errNoStorage
+		return nil, jobs.ErrNoStorage
 	}
-	key := fmt.Sprintf("%+v", cfg)
-	if s, ok := d.stores[key]; ok {
+	// Keyed by the whole configuration, secrets included: two that differ
+	// only in a key must not share a store.
+	if s, ok := d.stores[cfg]; ok {
 		return s, nil
 	}
 	s, err := storage.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	d.stores[key] = s
+	d.stores[cfg] = s
 	return s, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/doctor"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
 
 type doctorOptions struct {
@@ -74,7 +75,7 @@ func runDoctor(ctx context.Context, d *deps, o doctorOptions) error {
 		}
 		opts.Crontab, opts.CrontabName = b, o.crontab
 	}
-	if st, err := d.storage(ctx, o.storageURL); !errors.Is(err, errNoStorage) {
+	if st, err := d.storage(ctx, o.storageURL); !errors.Is(err, jobs.ErrNoStorage) {
 		opts.Store, opts.StoreErr = st, err
 	}
 	pool, err := d.db(ctx)

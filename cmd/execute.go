@@ -2,23 +2,14 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 
-	"github.com/spf13/cobra"
-
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 )
-
-// jobError carries a run's exit code out of a command.
-type jobError struct {
-	err  error
-	code int
-}
-
-func (e *jobError) Error() string { return e.err.Error() }
-func (e *jobError) Unwrap() error { return e.err }
-func (e *jobError) ExitCode() int { return e.code }
 
 // jobDocument is the --json output of every job command: the ledger's view
 // of the run with the job's own result as summary. Fields are only added.
@@ -32,42 +23,105 @@ type jobDocument struct {
 	Summary  any     `json:"summary"`
 }
 
-// execute runs fn as job through the runner and ledger, then renders its
-// result: text through text, or one JSON document with --json. The returned
-// error carries the run's exit code.
-func execute[T any](ctx context.Context, d *deps, c *cobra.Command, job string, fn func(ctx context.Context, run *runner.Run) (T, error), text func(w io.Writer, res T)) error {
-	l, err := d.ledger(ctx)
+// fieldHints maps a job argument's field (as named in its errors) to the
+// flag that sets it, as a "Try: ..." hint; "" is the hint for any other
+// usage error of the command.
+type fieldHints map[string]string
+
+// invocation is a job command's command line turned into a job and its
+// arguments, with how to print the result.
+type invocation struct {
+	kind  string
+	args  json.RawMessage
+	text  func(w io.Writer, res any)
+	hints fieldHints
+}
+
+// runJob is the end of every job command: flags have become args. It runs
+// the job through jobs.Execute, or, when the daemon is only parsing a
+// crontab line (capture mode), records the invocation and runs nothing.
+func runJob[A, R any](ctx context.Context, d *deps, def *jobs.Def[A, R], args A, text func(io.Writer, R), hints fieldHints) error {
+	raw, err := def.Encode(args)
 	if err != nil {
 		return err
 	}
-	rn := &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat, StaleAfter: d.g.staleAfter, Notifier: d.runNotifier()}
-	var res T
-	var ran bool
+	inv := &invocation{kind: def.Name, args: raw, hints: hints}
+	d.hints = hints
+	if text != nil {
+		inv.text = func(w io.Writer, res any) {
+			if r, ok := res.(R); ok {
+				text(w, r)
+			}
+		}
+	}
+	if d.capture {
+		d.captured = inv
+		return nil
+	}
+	return d.invoke(ctx, inv)
+}
+
+// invoke runs inv through the registry's one entry point and renders the
+// result: text, or one JSON document with --json. The returned error
+// carries the run's outcome.
+func (d *deps) invoke(ctx context.Context, inv *invocation) error {
+	d.hints = inv.hints
 	slot, err := d.slotTime()
 	if err != nil {
 		return err
 	}
-	rep := rn.Execute(ctx, runner.Spec{Job: job, Trigger: d.trigger(), Args: runner.RedactArgs(d.args), Slot: slot, MaxRuntime: d.g.maxRuntime},
-		func(ctx context.Context, run *runner.Run) (any, error) {
-			r, err := fn(ctx, run)
-			res, ran = r, true
-			return r, err
-		})
+	resp, err := jobs.Execute(ctx, d.jobEnv(), jobs.Request{Kind: inv.kind, Args: inv.args, Trigger: d.trigger(),
+		Slot: slot, MaxRuntime: d.g.maxRuntime, CommandLine: runner.RedactArgs(d.args)})
+	rep := resp.Report
+	if rep.Job == "" {
+		return err // nothing ran: a usage or configuration error, or no database
+	}
 	if d.g.json {
-		doc := jobDocument{RunID: rep.RunID, Job: job, State: rep.State, ExitCode: rep.ExitCode, Seconds: rep.Seconds, Error: rep.Error}
-		if ran {
-			doc.Summary = res
+		doc := jobDocument{RunID: rep.RunID, Job: rep.Job, State: rep.State, ExitCode: rep.ExitCode, Seconds: rep.Seconds, Error: rep.Error, Summary: resp.Result}
+		if werr := writeJSON(d.stdout, doc); werr != nil {
+			return werr
 		}
-		if err := writeJSON(d.stdout, doc); err != nil {
-			return err
+	} else if resp.Result != nil && inv.text != nil {
+		inv.text(d.stdout, resp.Result)
+	}
+	return err
+}
+
+// jobEnv is what jobs get from the command line's dependencies.
+func (d *deps) jobEnv() jobs.Env {
+	return jobs.Env{DB: d.opsDB, DatabaseURL: d.dbURL, Storage: d.storage, Ledger: d.ledger, Runner: d.runner,
+		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN")}
+}
+
+// runner is the runner over the ledger, with the run settings of the
+// global flags.
+func (d *deps) runner(ctx context.Context) (*runner.Runner, error) {
+	l, err := d.ledger(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat,
+		StaleAfter: d.g.staleAfter, Notifier: d.runNotifier()}, nil
+}
+
+// hint is the "Try: ..." line for err: the hint it carries, else the
+// invoked command's hint for the field at fault, else the error table's.
+func (d *deps) hint(err error) string {
+	if h := exitcode.Hint(err); h != "" {
+		return h
+	}
+	if f := exitcode.FieldOf(err); f != "" {
+		if h, ok := d.hints[f]; ok {
+			return h
 		}
-	} else if ran && text != nil {
-		text(d.stdout, res)
 	}
-	if rep.Err != nil {
-		return &jobError{err: rep.Err, code: rep.ExitCode}
+	if h := tableHint(err); h != "" {
+		return h
 	}
-	return nil
+	if jobs.Classify(err) == exitcode.OutcomeUsage {
+		return d.hints[""]
+	}
+	return ""
 }
 
 func hostname() string {

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -10,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/reports"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
 )
 
 type grantReportOptions struct {
@@ -57,7 +56,7 @@ Exit codes: 0 written (also when --all-active finds no active grant),
   ip2a-ops grant-report --grant 3 --out q3.xlsx
   ip2a-ops grant-report --all-active --last-month --out /var/lib/ip2a/reports`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runGrantReport(c.Context(), d, c, o) },
+		RunE: func(c *cobra.Command, args []string) error { return runGrantReport(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.StringVar(&o.grant, "grant", "", "grant id or grant number")
@@ -70,15 +69,17 @@ Exit codes: 0 written (also when --all-active finds no active grant),
 	return c
 }
 
-// grantReportPeriod parses --from/--to/--last-month into dates; zero means
-// the library's default.
-func grantReportPeriod(o grantReportOptions, now time.Time) (from, to time.Time, err error) {
-	if o.lastMonth {
-		if o.from != "" || o.to != "" {
-			return from, to, exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
-		}
-		first := time.Date(now.UTC().Year(), now.UTC().Month(), 1, 0, 0, 0, 0, time.UTC)
-		return first.AddDate(0, -1, 0), first.AddDate(0, 0, -1), nil
+// grantReportHints map grant-report's fields to its flags.
+var grantReportHints = fieldHints{
+	"Grant": "give --grant ID|NUMBER or --all-active (one of them), e.g. ip2a-ops grant-report --grant G-2026-001",
+	"Out":   "--out DIR (--all-active writes several workbooks)",
+	"":      "ip2a-ops grant-report --help",
+}
+
+func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
+	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, LastMonth: o.lastMonth, Out: o.out}
+	if o.lastMonth && (o.from != "" || o.to != "") {
+		return exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
 	}
 	parse := func(flag, v string) (time.Time, error) {
 		if v == "" {
@@ -90,50 +91,17 @@ func grantReportPeriod(o grantReportOptions, now time.Time) (from, to time.Time,
 		}
 		return t, nil
 	}
-	if from, err = parse("--from", o.from); err != nil {
-		return
-	}
-	if to, err = parse("--to", o.to); err != nil {
-		return
-	}
-	if !from.IsZero() && !to.IsZero() && from.After(to) {
-		err = exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", o.from, o.to)
-	}
-	return
-}
-
-func runGrantReport(ctx context.Context, d *deps, c *cobra.Command, o grantReportOptions) error {
-	if (o.grant == "") == !o.allActive {
-		return exitcode.Usagef("ip2a-ops grant-report --grant G-2026-001   (or --all-active)", "give --grant ID|NUMBER or --all-active (one of them)")
-	}
-	from, to, err := grantReportPeriod(o, d.now())
-	if err != nil {
+	var err error
+	if a.From, err = parse("--from", o.from); err != nil {
 		return err
 	}
-	pool, err := d.opsDB(ctx)
-	if err != nil {
+	if a.To, err = parse("--to", o.to); err != nil {
 		return err
 	}
-	opts := reports.GrantOptions{Pool: pool, Grant: o.grant, AllActive: o.allActive, From: from, To: to, Out: o.out,
-		Now: d.now(), ToolVersion: versionString()}
-	if err := opts.Validate(); err != nil {
-		return exitcode.Usagef("ip2a-ops grant-report --help", "%v", err)
+	if !a.From.IsZero() && !a.To.IsZero() && a.From.After(a.To) {
+		return exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", o.from, o.to)
 	}
-	return execute(ctx, d, c, "grant-report", func(ctx context.Context, run *runner.Run) (reports.GrantResult, error) {
-		res, err := reports.GrantReport(ctx, opts)
-		var ue *reports.UnknownGrantError
-		switch {
-		case errors.As(err, &ue):
-			hint := "ip2a-ops grant-report --grant <id or number>"
-			if len(ue.Closest) > 0 {
-				hint = "ip2a-ops grant-report --grant " + ue.Closest[0]
-			}
-			return res, &exitcode.UsageError{Err: err, Hint: hint}
-		case errors.Is(err, reports.ErrBadPeriod):
-			return res, &exitcode.UsageError{Err: err, Hint: "--from must be on or before --to, and --to on or after the grant's start"}
-		}
-		return res, err
-	}, printGrantReport)
+	return runJob(ctx, d, jobs.GrantReport, a, printGrantReport, grantReportHints)
 }
 
 func printGrantReport(w io.Writer, r reports.GrantResult) {

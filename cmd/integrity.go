@@ -2,11 +2,8 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,12 +12,8 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/integrity"
-	"github.com/ip2a/ip2a-ops/pkg/ledger"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
-	"github.com/ip2a/ip2a-ops/pkg/storage"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
-
-const integrityJob = "integrity-check"
 
 type integrityOptions struct {
 	list             bool
@@ -84,7 +77,7 @@ integrity-check is running, 130 interrupted.`,
   ip2a-ops integrity-check --repair            (dry run)
   ip2a-ops integrity-check --repair --apply`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runIntegrity(c.Context(), d, c, o) },
+		RunE: func(c *cobra.Command, args []string) error { return runIntegrity(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.BoolVar(&o.list, "list", false, "print the catalogue of checks and exit")
@@ -107,110 +100,56 @@ integrity-check is running, 130 interrupted.`,
 	f.BoolVar(&o.compareLast, "compare-last", false, "show what is new and what was resolved since the last integrity-check run")
 	f.BoolVar(&o.repair, "repair", false, "run the safe repairs of checks with findings (a dry run unless --apply)")
 	f.BoolVar(&o.apply, "apply", false, "with --repair: change the data (audited)")
+	c.MarkFlagsMutuallyExclusive("files-dir", "files-url")
 	f.StringVar(&o.asOf, "as-of", "", "evaluate time-relative checks as of this RFC 3339 time (default: now)")
 	f.IntVar(&o.auditMonths, "audit-online-months", 36, "months of audit_logs that belong online")
 	return c
 }
 
-func runIntegrity(ctx context.Context, d *deps, c *cobra.Command, o integrityOptions) error {
-	failOn, err := integrity.ParseSeverity(o.failOn)
-	if err != nil {
-		return exitcode.Usagef("--fail-on critical|warning|info", "%v", err)
-	}
+// integrityHints map integrity-check's fields to its flags.
+var integrityHints = fieldHints{
+	"FailOn":     "--fail-on critical|warning|info",
+	"FilesDir":   "--files-dir DIR",
+	"FilesURL":   "--files-url s3://bucket/prefix with S3_ENDPOINT_URL, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY",
+	"UserChecks": "fix the user check or --user-checks",
+	"Only":       "ip2a-ops integrity-check --list",
+	"":           "ip2a-ops integrity-check --help",
+}
+
+func runIntegrity(ctx context.Context, d *deps, o integrityOptions) error {
 	if o.apply && !o.repair {
 		return exitcode.Usagef("ip2a-ops integrity-check --repair --apply", "--apply needs --repair")
-	}
-	if o.filesDir != "" && o.filesURL != "" {
-		return exitcode.Usagef("give one of --files-dir and --files-url", "--files-dir and --files-url both set")
 	}
 	if o.sample < 1 || o.workers < 1 || o.fileConcurrency < 1 || o.auditMonths < 1 || o.statementTimeout <= 0 {
 		return exitcode.Usagef("ip2a-ops integrity-check --help", "--sample, --workers, --file-concurrency, --audit-online-months and --statement-timeout must be positive")
 	}
-	var asOf time.Time
+	a := jobs.IntegrityArgs{Only: o.only, Skip: o.skip, FailOn: o.failOn, Sample: o.sample, Workers: o.workers,
+		StatementTimeout: o.statementTimeout, UserChecks: o.userChecks, FilesDir: o.filesDir, FilesURL: o.filesURL,
+		FileConcurrency: o.fileConcurrency, CompareLast: o.compareLast, Repair: o.repair, Apply: o.apply, AuditOnlineMonths: o.auditMonths}
 	if o.asOf != "" {
-		if asOf, err = time.Parse(time.RFC3339, o.asOf); err != nil {
+		t, err := time.Parse(time.RFC3339, o.asOf)
+		if err != nil {
 			return exitcode.Usagef("--as-of 2026-11-01T00:00:00Z", "invalid --as-of: %v", err)
 		}
-	}
-	cat, err := integrity.Catalogue(o.userChecks)
-	if err != nil {
-		return exitcode.Usagef("fix the user check or --user-checks", "%v", err)
-	}
-	sel, err := integrity.Select(cat, o.only, o.skip)
-	if err != nil {
-		return exitcode.Usagef("ip2a-ops integrity-check --list", "%v", err)
+		a.AsOf = t
 	}
 	if o.list {
+		d.hints = integrityHints
+		cat, err := integrity.Catalogue(o.userChecks)
+		if err != nil {
+			return exitcode.FieldUsage("UserChecks", err)
+		}
+		sel, err := integrity.Select(cat, o.only, o.skip)
+		if err != nil {
+			return exitcode.FieldUsage("Only", err)
+		}
 		if d.g.json {
 			return writeJSON(d.stdout, sel)
 		}
 		printCatalogue(d.stdout, sel)
 		return nil
 	}
-	var files storage.Store
-	switch {
-	case o.filesDir != "":
-		abs, err := filepath.Abs(o.filesDir)
-		if err != nil {
-			return exitcode.Usagef("--files-dir DIR", "%v", err)
-		}
-		if files, err = d.storage(ctx, abs); err != nil {
-			return exitcode.Usagef("--files-dir DIR", "%v", err)
-		}
-	case o.filesURL != "":
-		if files, err = d.storage(ctx, o.filesURL); err != nil {
-			return exitcode.Usagef("--files-url s3://bucket/prefix with S3_ENDPOINT_URL, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY", "%v", err)
-		}
-	}
-	pool, err := d.opsDB(ctx)
-	if err != nil {
-		return err
-	}
-	return execute(ctx, d, c, integrityJob, func(ctx context.Context, run *runner.Run) (integrity.Result, error) {
-		done := 0
-		opts := integrity.Options{Pool: pool, Now: asOf, Only: o.only, Skip: o.skip, UserChecksDir: o.userChecks,
-			Workers: o.workers, StatementTimeout: o.statementTimeout, SampleSize: o.sample, Files: files,
-			FileConcurrency: o.fileConcurrency, AuditOnlineMonths: o.auditMonths, Repair: o.repair, Apply: o.apply,
-			Progress: func(r integrity.CheckResult) {
-				done++
-				run.SetSummary(map[string]any{"checks_done": done, "checks": len(sel)})
-				run.Logger.Debug("check done", "check", r.ID, "status", r.Status, "count", r.Count, "seconds", r.Seconds)
-			}}
-		res, err := integrity.Run(ctx, opts)
-		if err != nil {
-			return res, err
-		}
-		if o.compareLast {
-			l, err := d.ledger(ctx)
-			if err != nil {
-				return res, err
-			}
-			prev, err := l.History(ctx, ledger.HistoryFilter{Job: integrityJob, State: ledger.Succeeded, Limit: 1})
-			if err != nil {
-				return res, err
-			}
-			if len(prev) == 1 && len(prev[0].Summary) > 0 {
-				var p integrity.Result
-				if err := json.Unmarshal(prev[0].Summary, &p); err != nil {
-					return res, fmt.Errorf("read run %d's summary: %w", prev[0].ID, err)
-				}
-				res.Comparison = integrity.Compare(prev[0].ID, p, res)
-			} else {
-				res.Comparison = &integrity.Comparison{New: []integrity.CheckDelta{}, Resolved: []integrity.CheckDelta{}, Changed: []integrity.CheckDelta{}}
-			}
-		}
-		if errs := res.Errors(); len(errs) > 0 {
-			return res, errors.New("could not run: " + strings.Join(errs, "; "))
-		}
-		if failing := res.Failing(failOn); len(failing) > 0 {
-			ids := make([]string, len(failing))
-			for i, f := range failing {
-				ids[i] = f.ID
-			}
-			return res, fmt.Errorf("%d checks with findings at or above %s (%s): %w", len(failing), failOn, strings.Join(ids, ", "), exitcode.ErrProblems)
-		}
-		return res, nil
-	}, printIntegrity)
+	return runJob(ctx, d, jobs.IntegrityCheck, a, printIntegrity, integrityHints)
 }
 
 func printCatalogue(w io.Writer, list []integrity.CheckInfo) {

@@ -4,7 +4,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
 
 // Env is what a run of the binary gets from its process. Tests fill it in.
@@ -38,29 +38,39 @@ func Run(ctx context.Context, args []string, env Env) int {
 		env.Now = time.Now
 	}
 	d := newDeps(env)
-	d.args = args
 	defer d.close()
+	return d.exit(d.execute(ctx, args))
+}
+
+// execute runs the command line args (in capture mode a job command only
+// records its invocation).
+func (d *deps) execute(ctx context.Context, args []string) error {
+	d.args = args
 	root := newRootCmd(d)
 	root.SetArgs(args)
-	root.SetIn(env.Stdin)
-	root.SetOut(env.Stdout)
-	root.SetErr(env.Stderr)
+	root.SetIn(d.stdin)
+	root.SetOut(d.stdout)
+	root.SetErr(d.stderr)
 	err := root.ExecuteContext(ctx)
+	if err != nil && !d.ran && !exitcode.IsUsage(err) {
+		// Cobra rejected the command line (unknown command, wrong number of
+		// arguments) before anything ran: a usage error.
+		err = exitcode.UsageError(err, "ip2a-ops --help")
+	}
+	return err
+}
+
+// exit prints err (one line, redacted) and its hint on stderr and returns
+// the exit code of its outcome.
+func (d *deps) exit(err error) int {
 	if err == nil {
 		return exitcode.OK
 	}
-	var u *exitcode.UsageError
-	if !d.ran && !errors.As(err, &u) {
-		// Cobra rejected the command line (unknown command, wrong number of
-		// arguments) before anything ran: a usage error.
-		err = &exitcode.UsageError{Err: err, Hint: "ip2a-ops --help"}
+	fmt.Fprintf(d.stderr, "Error: %s\n", dbconn.Redact(oneLine(err.Error())))
+	if h := d.hint(err); h != "" {
+		fmt.Fprintf(d.stderr, "Try: %s\n", h)
 	}
-	code := exitcode.Code(err)
-	fmt.Fprintf(env.Stderr, "Error: %s\n", dbconn.Redact(oneLine(err.Error())))
-	if h := exitcode.Hint(err); h != "" {
-		fmt.Fprintf(env.Stderr, "Try: %s\n", h)
-	}
-	return code
+	return jobs.Classify(err).Code()
 }
 
 func oneLine(s string) string {

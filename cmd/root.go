@@ -42,7 +42,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitcode.UsageError{Err: err, Hint: c.CommandPath() + " --help"}
+		return exitcode.UsageError(err, c.CommandPath()+" --help")
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&d.g.databaseURL, "database-url", "", "database connection string (env DATABASE_URL; else libpq PG* variables)")

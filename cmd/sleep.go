@@ -1,19 +1,14 @@
 package cmd
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/ip2a/ip2a-ops/pkg/runner"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 )
-
-type sleepResult struct {
-	Slept float64 `json:"slept_seconds"`
-}
 
 // newSleepJobCmd is a job that only waits: it exercises the runner, ledger,
 // locks and signals without touching data (tests, the daemon demo, and
@@ -27,16 +22,8 @@ func newSleepJobCmd(d *deps) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			ctx := c.Context()
-			return execute(ctx, d, c, name, func(ctx context.Context, run *runner.Run) (sleepResult, error) {
-				start := time.Now()
-				select {
-				case <-time.After(dur):
-					return sleepResult{Slept: time.Since(start).Seconds()}, nil
-				case <-ctx.Done():
-					return sleepResult{Slept: time.Since(start).Seconds()}, ctx.Err()
-				}
-			}, func(w io.Writer, r sleepResult) { fmt.Fprintf(w, "slept %.1fs\n", r.Slept) })
+			return runJob(c.Context(), d, jobs.Sleep, jobs.SleepArgs{For: dur, JobName: name},
+				func(w io.Writer, r jobs.SleepResult) { fmt.Fprintf(w, "slept %.1fs\n", r.Slept) }, nil)
 		},
 	}
 	c.Flags().DurationVar(&dur, "for", time.Second, "how long to wait")

@@ -120,6 +120,16 @@ func (a *Age) Type() string { return "age" }
 // MarshalText writes the age as it is parsed.
 func (a Age) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
+// UnmarshalText parses what MarshalText writes.
+// Empty (or the zero age) reads as the zero Age, which means the default.
+func (a *Age) UnmarshalText(b []byte) error {
+	if s := string(b); s == "" || s == "0y" {
+		*a = Age{}
+		return nil
+	}
+	return a.Set(string(b))
+}
+
 // LastEligible returns the newest month that lies wholly older than age at
 // now: its End is at or before age.Before(now).
 func LastEligible(now time.Time, age Age) Month {

@@ -182,6 +182,9 @@ type HoldOptions struct {
 // ErrNoHold: ReleaseHold found no active hold on the month.
 var ErrNoHold = errors.New("no active legal hold")
 
+// Validate names the first bad field of a hold (place) or a release.
+func (o HoldOptions) Validate(place bool) error { return o.validate(place) }
+
 func (o HoldOptions) validate(place bool) error {
 	if err := o.Config.validate(false); err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -87,22 +88,22 @@ type Options struct {
 func (o Options) Validate() error {
 	switch {
 	case o.DatabaseURL == "":
-		return errors.New("DatabaseURL: required")
+		return exitcode.Fieldf("DatabaseURL", "required")
 	case o.Store == nil:
-		return errors.New("Store: required")
+		return exitcode.Fieldf("Store", "required")
 	case o.Level < 0 || o.Level > 4:
-		return fmt.Errorf("Level: %d is outside 1-4", o.Level)
+		return exitcode.Fieldf("Level", "%d is outside 1-4", o.Level)
 	case o.Threads < 0:
-		return fmt.Errorf("Threads: %d is negative", o.Threads)
+		return exitcode.Fieldf("Threads", "%d is negative", o.Threads)
 	case o.Jobs < 0:
-		return fmt.Errorf("Jobs: %d is negative", o.Jobs)
+		return exitcode.Fieldf("Jobs", "%d is negative", o.Jobs)
 	case o.LockWaitTimeout < 0:
-		return fmt.Errorf("LockWaitTimeout: %s is negative", o.LockWaitTimeout)
+		return exitcode.Fieldf("LockWaitTimeout", "%s is negative", o.LockWaitTimeout)
 	case o.Verify != "" && o.Verify != LevelNone && o.Verify != LevelChecksum:
-		return fmt.Errorf("Verify: %q: want none or checksum (run Verify for deeper levels)", o.Verify)
+		return exitcode.Fieldf("Verify", "%q: want none or checksum (run Verify for deeper levels)", o.Verify)
 	}
 	if _, _, err := ParseRecipients(o.Recipients); err != nil {
-		return fmt.Errorf("Recipients: %w", err)
+		return exitcode.Fieldf("Recipients", "%w", err)
 	}
 	return nil
 }
@@ -358,14 +359,14 @@ func diskFull(err error, dir string) error {
 		if dir == "" {
 			dir = os.TempDir()
 		}
-		return fmt.Errorf("no space left on device in %s (the scratch directory holds pg_dump's archive of the tables ip2a-ops does not copy itself; set --work-dir): %w", dir, err)
+		return fmt.Errorf("no space left on device in %s (the scratch directory holds pg_dump's archive of the tables ip2a-ops does not copy itself): %w", dir, err)
 	}
 	return err
 }
 
 func diskFullText(msg string) string {
 	if strings.Contains(msg, "No space left on device") {
-		return msg + " (the scratch directory is full; it holds pg_dump's archive of the tables ip2a-ops does not copy itself; set --work-dir)"
+		return msg + " (the scratch directory is full; it holds pg_dump's archive of the tables ip2a-ops does not copy itself)"
 	}
 	return msg
 }

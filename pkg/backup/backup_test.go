@@ -184,7 +184,7 @@ func TestRestoreRefusals(t *testing.T) {
 	require.NoError(t, err)
 	_, err = Verify(ctx, VerifyOptions{Store: st, ID: enc.ID, Level: LevelContents, WorkDir: t.TempDir(), Record: true})
 	require.ErrorIs(t, err, ErrVerifyFailed)
-	require.ErrorContains(t, err, "give --identity FILE")
+	require.ErrorIs(t, err, ErrNoIdentity)
 }
 
 // TestRestoreDrillThrowawayCluster runs the restore level without a

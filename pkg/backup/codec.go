@@ -24,6 +24,10 @@ var ErrChecksumMismatch = errors.New("checksum mismatch")
 // the identities given (or none were given).
 var ErrDecrypt = errors.New("cannot decrypt")
 
+// ErrNoIdentity (which wraps ErrDecrypt) is returned when an encrypted
+// backup must be read and no age identity was given.
+var ErrNoIdentity = fmt.Errorf("%w: the backup is encrypted and no age identity for one of its recipients was given", ErrDecrypt)
+
 const copyBuf = 1 << 20
 
 // hashingWriter counts and hashes what passes through it.

@@ -216,7 +216,7 @@ func TestDiskFull(t *testing.T) {
 	st := localStore(t)
 	res, err := Run(t.Context(), Options{DatabaseURL: src, Store: st, WorkDir: mnt})
 	require.ErrorContains(t, err, "No space left on device")
-	require.ErrorContains(t, err, "--work-dir")
+	require.ErrorContains(t, err, "the scratch directory")
 	requireOneLine(t, err)
 	require.Equal(t, "dump", res.Stage)
 	requireNoBackup(t, st)

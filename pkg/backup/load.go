@@ -56,7 +56,7 @@ func loadTar(ctx context.Context, s loadSpec) (loadResult, error) {
 		return res, err
 	}
 	if m.Object.Encryption == "age" && len(ids) == 0 {
-		return res, fmt.Errorf("%w: the backup is encrypted; give --identity FILE with an age identity for one of its recipients", ErrDecrypt)
+		return res, ErrNoIdentity
 	}
 	if s.jobs <= 0 {
 		s.jobs = 2

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // ErrToolMissing is wrapped when pg_dump or pg_restore cannot be found or is
@@ -27,6 +25,17 @@ import (
 var ErrToolMissing = errors.New("PostgreSQL client tool missing or too old")
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
+
+// ToolError says a PostgreSQL client tool (pg_dump, pg_restore) is missing
+// or older than MinMajor. It wraps ErrToolMissing.
+type ToolError struct {
+	Err      error
+	Tool     string
+	MinMajor int
+}
+
+func (e *ToolError) Error() string { return e.Err.Error() }
+func (e *ToolError) Unwrap() error { return e.Err }
 
 // toolVersion runs "<bin> --version" and returns the text and major version.
 func toolVersion(ctx context.Context, bin string) (string, int, error) {
@@ -45,18 +54,16 @@ func toolVersion(ctx context.Context, bin string) (string, int, error) {
 
 // findTool returns a usable binary (pg_dump or pg_restore) whose major
 // version is at least minMajor: the given path when set (checked), else the
-// newest of /usr/lib/postgresql/*/bin and PATH. The error is a usage error
-// saying what to install or which flag to pass.
+// newest of /usr/lib/postgresql/*/bin and PATH. The error is a *ToolError.
 func findTool(ctx context.Context, name, given string, minMajor int) (path, version string, err error) {
-	hint := fmt.Sprintf("install the PostgreSQL %d client (Debian: apt-get install postgresql-client-%d) or pass --%s /path/to/%s",
-		minMajor, minMajor, strings.ReplaceAll(name, "_", "-"), name)
+	toolErr := func(err error) error { return &ToolError{Err: err, Tool: name, MinMajor: minMajor} }
 	if given != "" {
 		v, major, err := toolVersion(ctx, given)
 		if err != nil {
-			return "", "", &exitcode.UsageError{Err: fmt.Errorf("%w: %s: %v", ErrToolMissing, name, err), Hint: hint}
+			return "", "", toolErr(fmt.Errorf("%w: %s: %v", ErrToolMissing, name, err))
 		}
 		if major < minMajor {
-			return "", "", &exitcode.UsageError{Err: fmt.Errorf("%w: %s is version %d, older than the server (%d)", ErrToolMissing, given, major, minMajor), Hint: hint}
+			return "", "", toolErr(fmt.Errorf("%w: %s is version %d, older than the server (%d)", ErrToolMissing, given, major, minMajor))
 		}
 		return given, v, nil
 	}
@@ -89,10 +96,10 @@ func findTool(ctx context.Context, name, given string, minMajor int) (path, vers
 	}
 	if best == nil {
 		if len(seen) == 0 {
-			return "", "", &exitcode.UsageError{Err: fmt.Errorf("%w: %s not found on PATH or under /usr/lib/postgresql/*/bin", ErrToolMissing, name), Hint: hint}
+			return "", "", toolErr(fmt.Errorf("%w: %s not found on PATH or under /usr/lib/postgresql/*/bin", ErrToolMissing, name))
 		}
 		sort.Strings(seen)
-		return "", "", &exitcode.UsageError{Err: fmt.Errorf("%w: %s must be version %d or newer for this server; found %s", ErrToolMissing, name, minMajor, strings.Join(seen, ", ")), Hint: hint}
+		return "", "", toolErr(fmt.Errorf("%w: %s must be version %d or newer for this server; found %s", ErrToolMissing, name, minMajor, strings.Join(seen, ", ")))
 	}
 	return best.path, best.version, nil
 }

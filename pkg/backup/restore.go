@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
@@ -24,6 +23,24 @@ var ErrSourceDatabase = errors.New("refusing to restore into the backup's source
 
 // ErrTargetNotEmpty is wrapped when the restore target already has tables.
 var ErrTargetNotEmpty = errors.New("restore target is not empty")
+
+// ErrTargetTooOld is wrapped when the restore target's server is older
+// than the backup's source.
+var ErrTargetTooOld = errors.New("restore target server is too old")
+
+// TargetError refuses a restore target. It wraps ErrSourceDatabase,
+// ErrTargetNotEmpty or ErrTargetTooOld, and names the backup and the
+// source's server version so a caller can say what to do instead.
+type TargetError struct {
+	Err error
+	// Reason is the sentinel when Err does not wrap it already.
+	Reason      error
+	BackupID    string
+	SourceMajor int
+}
+
+func (e *TargetError) Error() string   { return e.Err.Error() }
+func (e *TargetError) Unwrap() []error { return []error{e.Err, e.Reason} }
 
 // RestoreOptions configure Restore.
 type RestoreOptions struct {
@@ -146,21 +163,20 @@ func checkTarget(ctx context.Context, targetURL string, m Manifest, force bool) 
 		return info, fmt.Errorf("restore: target: %w", err)
 	}
 	if info.SystemIdentifier == m.SystemIdentifier && info.Database == m.Database {
-		return info, &exitcode.UsageError{
-			Err:  fmt.Errorf("%w: target is database %q on the cluster the backup was taken from (system identifier %s)", ErrSourceDatabase, info.Database, info.SystemIdentifier),
-			Hint: "restore into another, empty database: createdb ip2a_restored && ip2a-ops backup restore " + m.ID + " --target-url postgres://.../ip2a_restored"}
+		return info, &TargetError{Err: fmt.Errorf("%w: target is database %q on the cluster the backup was taken from (system identifier %s)", ErrSourceDatabase, info.Database, info.SystemIdentifier),
+			BackupID: m.ID, SourceMajor: m.ServerMajor}
 	}
 	if info.Major < m.ServerMajor {
-		return info, &exitcode.UsageError{Err: fmt.Errorf("restore: target server is PostgreSQL %d, older than the backup's source (%d)", info.Major, m.ServerMajor),
-			Hint: fmt.Sprintf("restore into a PostgreSQL %d or newer server", m.ServerMajor)}
+		return info, &TargetError{Err: fmt.Errorf("restore: target server is PostgreSQL %d, older than the backup's source (%d)", info.Major, m.ServerMajor),
+			Reason: ErrTargetTooOld, BackupID: m.ID, SourceMajor: m.ServerMajor}
 	}
 	var n int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM ("+userTablesSQL+") t").Scan(&n); err != nil {
 		return info, fmt.Errorf("restore: inspect target: %w", err)
 	}
 	if n > 0 && !force {
-		return info, &exitcode.UsageError{Err: fmt.Errorf("%w: database %q has %d tables", ErrTargetNotEmpty, info.Database, n),
-			Hint: "restore into an empty database, or add --force to drop and replace the backup's objects in it"}
+		return info, &TargetError{Err: fmt.Errorf("%w: database %q has %d tables", ErrTargetNotEmpty, info.Database, n),
+			BackupID: m.ID, SourceMajor: m.ServerMajor}
 	}
 	return info, nil
 }
@@ -279,7 +295,7 @@ func scratchDatabase(ctx context.Context, o VerifyOptions, m Manifest) (string, 
 		cl, err = pgcluster.Start(ctx, pgcluster.Options{BinDir: o.PgBinDir, MinMajor: m.ServerMajor, Dir: ""})
 		if err != nil {
 			if errors.Is(err, pgcluster.ErrNoBinaries) {
-				return "", nil, &exitcode.UsageError{Err: fmt.Errorf("restore drill: %w", err), Hint: "install the PostgreSQL server, or pass --scratch-url postgres://user@host/postgres (a server where a scratch database may be created)"}
+				return "", nil, fmt.Errorf("restore drill: %w", err)
 			}
 			return "", nil, fmt.Errorf("restore drill: start a scratch cluster: %w", err)
 		}

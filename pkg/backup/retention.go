@@ -1,10 +1,11 @@
 package backup
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // Policy is grandfather-father-son retention. Each Keep* counts periods
@@ -32,11 +33,11 @@ func (p Policy) Validate() error {
 		n    int
 	}{{"KeepLast", p.KeepLast}, {"KeepDaily", p.KeepDaily}, {"KeepWeekly", p.KeepWeekly}, {"KeepMonthly", p.KeepMonthly}, {"KeepYearly", p.KeepYearly}} {
 		if f.n < 0 {
-			return fmt.Errorf("%s: %d is negative", f.name, f.n)
+			return exitcode.Fieldf(f.name, "%d is negative", f.n)
 		}
 	}
 	if p.KeepLast+p.KeepDaily+p.KeepWeekly+p.KeepMonthly+p.KeepYearly == 0 {
-		return errors.New("Policy: keeps nothing; set at least one of KeepLast, KeepDaily, KeepWeekly, KeepMonthly, KeepYearly")
+		return exitcode.Fieldf("Policy", "keeps nothing; set at least one of KeepLast, KeepDaily, KeepWeekly, KeepMonthly, KeepYearly")
 	}
 	return nil
 }

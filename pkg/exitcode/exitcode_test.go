@@ -9,30 +9,33 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-type coded struct{}
-
-func (coded) Error() string { return "coded" }
-func (coded) ExitCode() int { return 42 }
-
-func TestCode(t *testing.T) {
+func TestClassify(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		err  error
-		want int
+		name      string
+		err       error
+		want      Outcome
+		code      int
+		retryable bool
 	}{
-		{"nil", nil, OK},
-		{"plain", errors.New("boom"), Failed},
-		{"usage", Usagef("pass --grant", "unknown grant %q", "X"), Usage},
-		{"wrapped usage", fmt.Errorf("cmd: %w", Usagef("", "bad")), Usage},
-		{"skipped", fmt.Errorf("backup: %w", ErrSkipped), Skipped},
-		{"canceled", fmt.Errorf("dump: %w", context.Canceled), Interrupted},
-		{"problems", fmt.Errorf("3 findings: %w", ErrProblems), Problems},
-		{"coder", fmt.Errorf("x: %w", coded{}), 42},
+		{"nil", nil, OutcomeSucceeded, OK, false},
+		{"plain", errors.New("boom"), OutcomeFailed, Failed, true},
+		{"usage", Usagef("pass --grant", "unknown grant %q", "X"), OutcomeUsage, Usage, false},
+		{"wrapped usage", fmt.Errorf("cmd: %w", Usagef("", "bad")), OutcomeUsage, Usage, false},
+		{"skipped", fmt.Errorf("backup: %w", ErrSkipped), OutcomeSkipped, Skipped, false},
+		{"canceled", fmt.Errorf("dump: %w", context.Canceled), OutcomeInterrupted, Interrupted, true},
+		{"problems", fmt.Errorf("3 findings: %w", ErrProblems), OutcomeFindings, Problems, false},
+		{"outcome overrides sentinel", WithOutcome(fmt.Errorf("lost claim: %w", context.Canceled), OutcomeFailed), OutcomeFailed, Failed, true},
+		{"outermost outcome wins", WithOutcome(fmt.Errorf("x: %w", Usagef("", "bad")), OutcomeFailed), OutcomeFailed, Failed, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, Code(tc.err))
+			t.Parallel()
+			require.Equal(t, tc.want, Classify(tc.err))
+			require.Equal(t, tc.code, Code(tc.err))
+			require.Equal(t, tc.retryable, Classify(tc.err).Retryable())
 		})
 	}
 	require.Equal(t, "pass --grant", Hint(fmt.Errorf("w: %w", Usagef("pass --grant", "x"))))
+	require.Equal(t, "inner", Hint(WithOutcome(UsageError(errors.New("x"), "inner"), OutcomeFailed)), "a hint below an outcome without one still shows")
+	require.Nil(t, WithOutcome(nil, OutcomeFailed))
 }

@@ -182,8 +182,8 @@ func Current(ctx context.Context, pool *pgxpool.Pool, schema string) (int, error
 	return v, nil
 }
 
-// Check returns a usage error (exit 2) that says how to create the schema
-// when it is missing or behind this binary.
+// Check returns an error wrapping ErrNotMigrated when the schema is missing
+// or behind this binary.
 func Check(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	v, err := Current(ctx, pool, schema)
 	if err != nil {
@@ -194,10 +194,7 @@ func Check(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 		if v > 0 {
 			what = fmt.Sprintf("at version %d, this binary needs %d", v, latest)
 		}
-		return &exitcode.UsageError{
-			Err:  fmt.Errorf("schema %s is %s: %w", schema, what, ErrNotMigrated),
-			Hint: "ip2a-ops migrate   (or pass --auto-migrate / set IP2A_OPS_AUTO_MIGRATE=1)",
-		}
+		return fmt.Errorf("schema %s is %s: %w", schema, what, ErrNotMigrated)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // Defaults for GrantOptions' text fields.
@@ -83,16 +85,16 @@ type GrantOptions struct {
 // Validate reports the first bad field by name.
 func (o GrantOptions) Validate() error {
 	if o.Pool == nil {
-		return errors.New("Pool: required")
+		return exitcode.Fieldf("Pool", "required")
 	}
 	if (o.Grant == "") == !o.AllActive {
-		return errors.New("Grant: give a grant id or number, or AllActive (not both)")
+		return exitcode.Fieldf("Grant", "give a grant id or number, or AllActive (not both)")
 	}
 	if !o.From.IsZero() && !o.To.IsZero() && dateOf(o.From).After(dateOf(o.To)) {
-		return fmt.Errorf("From: %s is after To (%s): %w", o.From.Format(time.DateOnly), o.To.Format(time.DateOnly), ErrBadPeriod)
+		return exitcode.Fieldf("From", "%s is after To (%s): %w", o.From.Format(time.DateOnly), o.To.Format(time.DateOnly), ErrBadPeriod)
 	}
 	if o.AllActive && isXLSXName(o.Out) {
-		return fmt.Errorf("Out: %q is a file name, but AllActive writes several workbooks; give a directory", o.Out)
+		return exitcode.Fieldf("Out", "%q is a file name, but AllActive writes several workbooks; give a directory", o.Out)
 	}
 	return nil
 }

@@ -121,15 +121,17 @@ type Func func(ctx context.Context, run *Run) (summary any, err error)
 
 // Report is the outcome of one run.
 type Report struct {
-	RunID    int64         `json:"run_id"`
-	Job      string        `json:"job"`
-	State    string        `json:"state"`
-	ExitCode int           `json:"exit_code"`
-	Duration time.Duration `json:"-"`
-	Seconds  float64       `json:"duration_seconds"`
-	Summary  any           `json:"summary,omitempty"`
-	Err      error         `json:"-"`
-	Error    string        `json:"error,omitempty"`
+	RunID    int64  `json:"run_id"`
+	Job      string `json:"job"`
+	State    string `json:"state"`
+	ExitCode int    `json:"exit_code"`
+	// Outcome classifies the run; ExitCode and State derive from it.
+	Outcome  exitcode.Outcome `json:"-"`
+	Duration time.Duration    `json:"-"`
+	Seconds  float64          `json:"duration_seconds"`
+	Summary  any              `json:"summary,omitempty"`
+	Err      error            `json:"-"`
+	Error    string           `json:"error,omitempty"`
 }
 
 // ErrMaxRuntime is the cause recorded when a run exceeds Spec.MaxRuntime.
@@ -160,6 +162,10 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		rep.ExitCode = exitcode.Code(err)
 		if state == ledger.Interrupted {
 			rep.ExitCode = exitcode.Interrupted
+		}
+		rep.Outcome = exitcode.Classify(err)
+		if state == ledger.Interrupted {
+			rep.Outcome = exitcode.OutcomeInterrupted
 		}
 		if err != nil {
 			rep.Error = dbconn.Redact(err.Error())
@@ -246,27 +252,18 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	}
 	rep.Summary = summary
 
-	state := ledger.Succeeded
 	switch {
 	case jobErr == nil:
 	case ctx.Err() != nil:
-		state = ledger.Interrupted
-		jobErr = fmt.Errorf("interrupted: %w", jobErr)
+		jobErr = exitcode.WithOutcome(fmt.Errorf("interrupted: %w", jobErr), exitcode.OutcomeInterrupted)
 	case errors.Is(context.Cause(jobCtx), ErrMaxRuntime):
-		state = ledger.Failed
-		jobErr = fmt.Errorf("%w: %v", context.Cause(jobCtx), jobErr)
-	case errors.Is(jobErr, exitcode.ErrProblems):
-		state = ledger.Succeeded
-	default:
-		state = ledger.Failed
-		if errors.Is(jobErr, context.Canceled) {
-			// Cancelled by something other than the caller (lost claim):
-			// not an interruption by a signal.
-			jobErr = fmt.Errorf("%w (%v)", jobErr, context.Cause(jobCtx))
-			jobErr = errorWithCode{jobErr, exitcode.Failed}
-		}
+		jobErr = exitcode.WithOutcome(fmt.Errorf("%w: %v", context.Cause(jobCtx), jobErr), exitcode.OutcomeFailed)
+	case errors.Is(jobErr, context.Canceled):
+		// Cancelled by something other than the caller (lost claim): not
+		// an interruption by a signal.
+		jobErr = exitcode.WithOutcome(fmt.Errorf("%w (%v)", jobErr, context.Cause(jobCtx)), exitcode.OutcomeFailed)
 	}
-	rep = finish(state, jobErr)
+	rep = finish(StateOf(exitcode.Classify(jobErr)), jobErr)
 	fctx, c := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer c()
 	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
@@ -275,11 +272,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 			rep = finish(ledger.Failed, err)
 		}
 	}
-	// Found problems (3) and skipped (4) are outcomes, not failures.
+	// Found problems and skipped are outcomes, not failures.
 	level := slog.LevelInfo
-	switch rep.ExitCode {
-	case 0:
-	case 3, 4:
+	switch rep.Outcome {
+	case exitcode.OutcomeSucceeded:
+	case exitcode.OutcomeFindings, exitcode.OutcomeSkipped:
 		level = slog.LevelWarn
 	default:
 		level = slog.LevelError
@@ -292,13 +289,19 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	return rep
 }
 
-type errorWithCode struct {
-	error
-	code int
+// StateOf is the ledger state a run with outcome o ends in: findings are
+// a successful run (exit 3), a usage error a failed one.
+func StateOf(o exitcode.Outcome) string {
+	switch o {
+	case exitcode.OutcomeSucceeded, exitcode.OutcomeFindings:
+		return ledger.Succeeded
+	case exitcode.OutcomeSkipped:
+		return ledger.Skipped
+	case exitcode.OutcomeInterrupted:
+		return ledger.Interrupted
+	}
+	return ledger.Failed
 }
-
-func (e errorWithCode) ExitCode() int { return e.code }
-func (e errorWithCode) Unwrap() error { return e.error }
 
 func finishWithRetry(ctx context.Context, l *ledger.Ledger, id int64, rep Report) error {
 	var err error
