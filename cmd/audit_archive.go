@@ -42,8 +42,9 @@ func newAuditArchiveCmd(d *deps) *cobra.Command {
 	o := &auditArchiveOptions{archiveAfter: audit.DefaultArchiveAfter, retain: audit.DefaultRetain}
 	var ro auditRunOptions
 	c := &cobra.Command{
-		Use:   "audit-archive",
-		Short: "Archive old audit_logs months to verified storage, purge past retention",
+		Use:         "audit-archive",
+		Annotations: jobAnnotations,
+		Short:       "Archive old audit_logs months to verified storage, purge past retention",
 		Long: `Move audit_logs rows older than --archive-after (default 3 years) to cold
 storage, one archive per calendar month of changed_at (UTC), and purge
 archives older than --retain (default 7 years) unless on legal hold.
@@ -88,11 +89,12 @@ S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_REGION (or IP2A_OPS_S3_*).
 	addAuditRunFlags(c, &ro)
 
 	run := &cobra.Command{
-		Use:   "run",
-		Short: "Archive, verify and (with the guard) delete every eligible month",
-		Long:  "Archive every whole month older than --archive-after, verify, and delete its rows when the guard is installed.\n\n" + auditExitCodes,
-		Args:  cobra.NoArgs,
-		RunE:  func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, o, ro) },
+		Use:         "run",
+		Annotations: jobAnnotations,
+		Short:       "Archive, verify and (with the guard) delete every eligible month",
+		Long:        "Archive every whole month older than --archive-after, verify, and delete its rows when the guard is installed.\n\n" + auditExitCodes,
+		Args:        cobra.NoArgs,
+		RunE:        func(c *cobra.Command, args []string) error { return runAuditArchive(c.Context(), d, o, ro) },
 	}
 	addAuditRunFlags(run, &ro)
 	c.AddCommand(run, newAuditGuardCmd(d, o), newAuditStatusCmd(d, o), newAuditVerifyCmd(d, o), newAuditPurgeCmd(d, o),
@@ -199,8 +201,9 @@ func humanBytes(n int64) string {
 func newAuditGuardCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var print bool
 	c := &cobra.Command{
-		Use:   "install-guard",
-		Short: "Let ip2a-ops delete verified months while audit_logs stays immutable for everyone else",
+		Use:         "install-guard",
+		Annotations: jobAnnotations,
+		Short:       "Let ip2a-ops delete verified months while audit_logs stays immutable for everyone else",
 		Long: `Install (opt-in) the triggers that keep audit_logs immutable for everybody
 while letting ip2a-ops delete the rows of months it has archived and verified:
 UPDATE is always refused; DELETE is refused unless the transaction set
@@ -303,10 +306,11 @@ func monthList(ms []audit.Month) string {
 
 func newAuditVerifyCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "verify",
-		Short: "Read every archive back and check it against its manifest and the chain",
-		Long:  "Read every stored archive back (manifest hash, compressed and raw hashes, row count and id sum) and check the chain of manifests.\n\nExit codes: 0 every archive verified, 1 an archive or the chain does not match (or storage failed), 2 configuration error, 4 another verify is running, 130 interrupted.",
-		Args:  cobra.NoArgs,
+		Use:         "verify",
+		Annotations: jobAnnotations,
+		Short:       "Read every archive back and check it against its manifest and the chain",
+		Long:        "Read every stored archive back (manifest hash, compressed and raw hashes, row count and id sum) and check the chain of manifests.\n\nExit codes: 0 every archive verified, 1 an archive or the chain does not match (or storage failed), 2 configuration error, 4 another verify is running, 130 interrupted.",
+		Args:        cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runJob(c.Context(), d, jobs.AuditVerify, jobs.AuditStoreArgs{AuditStore: o.args()}, func(w io.Writer, r audit.VerifyResult) {
 				for _, m := range r.Months {
@@ -328,8 +332,9 @@ func newAuditVerifyCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 func newAuditPurgeCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var apply bool
 	c := &cobra.Command{
-		Use:   "purge",
-		Short: "Delete archives past --retain (dry run unless --apply), except months on legal hold",
+		Use:         "purge",
+		Annotations: jobAnnotations,
+		Short:       "Delete archives past --retain (dry run unless --apply), except months on legal hold",
 		Long: `Delete the archives of months older than --retain (default 7 years),
 except months on legal hold and months whose rows are still online. A dry
 run unless --apply. Each purge first stores a deletion record (with the
@@ -363,10 +368,11 @@ running, 130 interrupted.`,
 func newAuditHoldCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var reason string
 	c := &cobra.Command{
-		Use:   "hold MONTH --reason TEXT",
-		Short: "Put a month on legal hold: purge keeps its archive",
-		Long:  "Put MONTH (YYYY-MM) on legal hold; purge keeps its archive until released.\n\nExit codes: 0 held, 1 failed, 2 bad month (malformed or in the future) or no reason.",
-		Args:  cobra.ExactArgs(1),
+		Use:         "hold MONTH --reason TEXT",
+		Annotations: jobAnnotations,
+		Short:       "Put a month on legal hold: purge keeps its archive",
+		Long:        "Put MONTH (YYYY-MM) on legal hold; purge keeps its archive until released.\n\nExit codes: 0 held, 1 failed, 2 bad month (malformed or in the future) or no reason.",
+		Args:        cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			m, err := parseMonthArg("hold", args[0])
 			if err != nil {
@@ -390,10 +396,11 @@ var holdHints = fieldHints{
 
 func newAuditReleaseCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "release MONTH",
-		Short: "End a month's legal hold",
-		Long:  "End MONTH's legal hold (kept on record).\n\nExit codes: 0 released, 1 failed, 2 bad month or no active hold.",
-		Args:  cobra.ExactArgs(1),
+		Use:         "release MONTH",
+		Annotations: jobAnnotations,
+		Short:       "End a month's legal hold",
+		Long:        "End MONTH's legal hold (kept on record).\n\nExit codes: 0 released, 1 failed, 2 bad month or no active hold.",
+		Args:        cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			m, err := parseMonthArg("release", args[0])
 			if err != nil {
@@ -489,10 +496,11 @@ func parseWhen(flag, s string) (time.Time, error) {
 func newAuditRestoreCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var into string
 	c := &cobra.Command{
-		Use:   "restore MONTH --into TABLE",
-		Short: "Verify a month's archive and load it into a table of your choice",
-		Long:  "Verify MONTH's archive and load its rows into TABLE (created from the manifest's columns when missing; never audit_logs itself) in one transaction.\n\nExit codes: 0 restored, 1 failed or the archive did not verify, 2 bad month or table.",
-		Args:  cobra.ExactArgs(1),
+		Use:         "restore MONTH --into TABLE",
+		Annotations: jobAnnotations,
+		Short:       "Verify a month's archive and load it into a table of your choice",
+		Long:        "Verify MONTH's archive and load its rows into TABLE (created from the manifest's columns when missing; never audit_logs itself) in one transaction.\n\nExit codes: 0 restored, 1 failed or the archive did not verify, 2 bad month or table.",
+		Args:        cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			m, err := parseMonthArg("restore", args[0])
 			if err != nil {

@@ -71,9 +71,10 @@ func newBackupCmd(d *deps) *cobra.Command {
 	var o backupOptions
 	var co backupCreateOptions
 	c := &cobra.Command{
-		Use:   "backup",
-		Short: "Verified, encrypted, retained logical backups (create, list, verify, restore, prune, status)",
-		Long:  backupLong,
+		Use:         "backup",
+		Annotations: jobAnnotations,
+		Short:       "Verified, encrypted, retained logical backups (create, list, verify, restore, prune, status)",
+		Long:        backupLong,
 		Example: `  ip2a-ops backup --storage file:///var/backups/ip2a --recipients-file /etc/ip2a-ops/recipients.txt --prune
   ip2a-ops backup --storage s3://ip2a-backups/prod
   ip2a-ops backup list --storage s3://ip2a-backups/prod --json
@@ -96,10 +97,11 @@ func newBackupCmd(d *deps) *cobra.Command {
 	addCreateFlags(c, &co)
 
 	create := &cobra.Command{
-		Use:   "create",
-		Short: "Make a backup (the same as plain 'ip2a-ops backup')",
-		Long:  backupLong,
-		Args:  cobra.NoArgs,
+		Use:         "create",
+		Annotations: jobAnnotations,
+		Short:       "Make a backup (the same as plain 'ip2a-ops backup')",
+		Long:        backupLong,
+		Args:        cobra.NoArgs,
 	}
 	var co2 backupCreateOptions
 	addCreateFlags(create, &co2)

@@ -15,8 +15,9 @@ func newBackupVerifyCmd(d *deps, o *backupOptions) *cobra.Command {
 	var level, scratchURL string
 	var nJobs int
 	c := &cobra.Command{
-		Use:   "verify [ID|latest]",
-		Short: "Check a backup: checksum, contents, or a full restore drill",
+		Use:         "verify [ID|latest]",
+		Annotations: jobAnnotations,
+		Short:       "Check a backup: checksum, contents, or a full restore drill",
 		Long: `Check one backup (default: the latest) at a level, each including the ones
 before it:
 
@@ -84,8 +85,9 @@ func newBackupRestoreCmd(d *deps, o *backupOptions) *cobra.Command {
 	var force, keepOwners bool
 	var nJobs int
 	c := &cobra.Command{
-		Use:   "restore ID|latest --target-url URL",
-		Short: "Restore a backup into another database and compare row counts",
+		Use:         "restore ID|latest --target-url URL",
+		Annotations: jobAnnotations,
+		Short:       "Restore a backup into another database and compare row counts",
 		Long: `Download a backup, check its SHA-256, decrypt (--identity), decompress to a
 scratch file and restore it with pg_restore --jobs into --target-url, then
 compare every table's row count with the manifest.
@@ -132,8 +134,9 @@ func newBackupPruneCmd(d *deps, o *backupOptions) *cobra.Command {
 	var p backup.Policy
 	var apply bool
 	c := &cobra.Command{
-		Use:   "prune",
-		Short: "Apply grandfather-father-son retention (dry run unless --apply)",
+		Use:         "prune",
+		Annotations: jobAnnotations,
+		Short:       "Apply grandfather-father-son retention (dry run unless --apply)",
 		Long: `Decide from the manifests which backups to keep: the newest --keep-last, and
 the newest backup of each of the last --keep-daily days, --keep-weekly ISO
 weeks, --keep-monthly months and --keep-yearly years that have backups (UTC).

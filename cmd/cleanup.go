@@ -21,8 +21,9 @@ type cleanupOptions struct {
 func newCleanupCmd(d *deps) *cobra.Command {
 	var o cleanupOptions
 	c := &cobra.Command{
-		Use:   "cleanup",
-		Short: "Delete expired tokens and unlock users whose lock has passed",
+		Use:         "cleanup",
+		Annotations: jobAnnotations,
+		Short:       "Delete expired tokens and unlock users whose lock has passed",
 		Long: `The app's daily housekeeping (run it once a day, e.g. 04:00 UTC):
 
   1. delete expired email tokens (any type);

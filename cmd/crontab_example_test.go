@@ -28,7 +28,7 @@ func TestCrontabExampleIsValid(t *testing.T) {
 	f, err := os.Open("../crontab.example")
 	require.NoError(t, err)
 	defer f.Close()
-	tab, err := scheduler.Parse(f)
+	tab, err := scheduler.Parse(f, resolveEntry)
 	require.NoError(t, err)
 	for _, e := range tab.Entries {
 		var o, eb bytes.Buffer

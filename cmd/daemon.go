@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/httpserve"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 )
 
@@ -106,7 +108,7 @@ func loadCrontab(file string) (*scheduler.Crontab, error) {
 		return nil, exitcode.Usagef("ip2a-ops daemon --crontab FILE", "read crontab: %v", err)
 	}
 	defer fh.Close()
-	ct, err := scheduler.Parse(fh)
+	ct, err := scheduler.Parse(fh, resolveEntry)
 	var pe *scheduler.ParseError
 	if errors.As(err, &pe) {
 		return ct, exitcode.UsageError(fmt.Errorf("%s: %w", file, err), "ip2a-ops daemon --check "+file)
@@ -236,8 +238,9 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 		Claims: claims, Host: host, PID: os.Getpid(), Logger: d.logger, Stats: stats,
 		MaxWait: o.maxWait, LateAfter: o.lateAfter, ShutdownTimeout: o.shutdownTimeout,
 		Run: func(ctx context.Context, req scheduler.RunRequest) int {
-			return Run(ctx, req.Entry.Args, Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr,
-				Getenv: d.childGetenv(req, url), Now: d.now})
+			child := newDeps(Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr, Getenv: d.childGetenv(req, url), Now: d.now})
+			defer child.close()
+			return child.exit(child.runEntry(ctx, req.Entry.Args))
 		},
 	})
 	return err
@@ -281,3 +284,56 @@ func (d *deps) slotTime() (*time.Time, error) {
 	t = t.UTC()
 	return &t, nil
 }
+
+// runEntry runs a crontab entry's command line: the command tree turns it
+// into a job and its arguments (capture mode, nothing runs), which then run
+// through jobs.Execute like any other run. A command that is not a job
+// (metrics, jobs status) runs as it would from a shell.
+func (d *deps) runEntry(ctx context.Context, args []string) error {
+	d.capture = true
+	if err := d.execute(ctx, args); err != nil || d.captured == nil {
+		return err
+	}
+	d.capture = false
+	return d.invoke(ctx, d.captured)
+}
+
+// resolveEntry names the ledger job of a crontab line and its default
+// catch-up policy, through the same command tree a person's command line
+// goes through: a job command only records its job and arguments; for any
+// other command the name is its path (backup-status, metrics).
+func resolveEntry(args []string) (string, scheduler.CatchUp, error) {
+	d := newDeps(Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }, Now: time.Now})
+	defer d.close()
+	root := newRootCmd(d)
+	c, _, err := root.Find(args)
+	if err != nil {
+		return "", scheduler.CatchUp{}, err
+	}
+	if c == root {
+		return "", scheduler.CatchUp{}, errors.New("no ip2a-ops command after the program name")
+	}
+	if c.Annotations[jobAnnotation] == "" {
+		return strings.ReplaceAll(strings.TrimPrefix(c.CommandPath(), root.Name()+" "), " ", "-"), scheduler.CatchUp{}, nil
+	}
+	d.capture = true
+	if err := d.execute(context.Background(), args); err != nil {
+		return "", scheduler.CatchUp{}, errors.New(oneLine(err.Error()))
+	}
+	if d.captured == nil { // a job command that only lists (integrity-check --list)
+		return c.Name(), scheduler.CatchUp{}, nil
+	}
+	job, _ := jobs.Lookup(d.captured.kind)
+	name, err := job.LedgerName(d.captured.args)
+	if err != nil {
+		return "", scheduler.CatchUp{}, err
+	}
+	return name, job.DefaultCatchUp(), nil
+}
+
+// jobAnnotation marks a command that runs a job (runJob), so resolving a
+// crontab line executes only those in capture mode.
+const jobAnnotation = "ip2a-ops-job"
+
+// jobAnnotations are the annotations of a job command.
+var jobAnnotations = map[string]string{jobAnnotation: "true"}

@@ -73,7 +73,12 @@ func runDoctor(ctx context.Context, d *deps, o doctorOptions) error {
 		if err != nil {
 			return exitcode.Usagef("--crontab crontab.example", "read crontab: %v", err)
 		}
-		opts.Crontab, opts.CrontabName = b, o.crontab
+		opts.Crontab, opts.CrontabName, opts.Resolve = b, o.crontab, resolveEntry
+	}
+	for _, j := range jobs.All() {
+		for _, p := range j.NeededPrivileges() {
+			opts.Needs = append(opts.Needs, doctor.Need{Job: j.Kind(), Table: p.Table, Privilege: p.Privilege})
+		}
 	}
 	if st, err := d.storage(ctx, o.storageURL); !errors.Is(err, jobs.ErrNoStorage) {
 		opts.Store, opts.StoreErr = st, err

@@ -24,8 +24,9 @@ type grantReportOptions struct {
 func newGrantReportCmd(d *deps) *cobra.Command {
 	var o grantReportOptions
 	c := &cobra.Command{
-		Use:   "grant-report",
-		Short: "Write a grant's Excel workbook for the grant officer or funder",
+		Use:         "grant-report",
+		Annotations: jobAnnotations,
+		Short:       "Write a grant's Excel workbook for the grant officer or funder",
 		Long: `Write the Excel workbook of one grant (--grant ID|NUMBER) or of every active
 grant (--all-active): Summary (identity, enrollment, money, outcomes,
 credentials, targets), Period (figures inside the reporting period next to

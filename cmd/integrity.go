@@ -35,8 +35,9 @@ type integrityOptions struct {
 func newIntegrityCmd(d *deps) *cobra.Command {
 	var o integrityOptions
 	c := &cobra.Command{
-		Use:   "integrity-check",
-		Short: "Check the consistency of the IP2A data (and repair what is safe)",
+		Use:         "integrity-check",
+		Annotations: jobAnnotations,
+		Short:       "Check the consistency of the IP2A data (and repair what is safe)",
 		Long: `Run a catalogue of set-based SQL checks over the app's data: members and
 employments, organizations, file attachments (rows, and with --files-dir or
 --files-url the files themselves), soft deletes, dues, grants and expenses,

@@ -17,10 +17,11 @@ func newSleepJobCmd(d *deps) *cobra.Command {
 	var dur time.Duration
 	var name string
 	c := &cobra.Command{
-		Use:    "sleep-job",
-		Short:  "A job that only waits (for testing schedules, locks and signals)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
+		Use:         "sleep-job",
+		Annotations: jobAnnotations,
+		Short:       "A job that only waits (for testing schedules, locks and signals)",
+		Hidden:      true,
+		Args:        cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runJob(c.Context(), d, jobs.Sleep, jobs.SleepArgs{For: dur, JobName: name},
 				func(w io.Writer, r jobs.SleepResult) { fmt.Fprintf(w, "slept %.1fs\n", r.Slept) }, nil)

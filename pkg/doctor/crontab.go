@@ -38,7 +38,7 @@ func checkCrontab(o Options) Check {
 	if name == "" {
 		name = "crontab"
 	}
-	ct, err := scheduler.Parse(bytes.NewReader(o.Crontab))
+	ct, err := scheduler.Parse(bytes.NewReader(o.Crontab), o.Resolve)
 	var problems, warnings []string
 	var perr *scheduler.ParseError
 	switch {

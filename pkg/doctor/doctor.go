@@ -24,6 +24,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/dbschema"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -78,9 +79,13 @@ type Options struct {
 	// opening it gave (reported as the storage problem).
 	Store    storage.Store
 	StoreErr error
-	// Crontab, when set, is checked for Railway (CrontabName names it).
+	// Crontab, when set, is checked for Railway (CrontabName names it);
+	// Resolve names each entry's job (required with Crontab).
 	Crontab     []byte
 	CrontabName string
+	Resolve     scheduler.Resolver
+	// Needs are the table privileges the jobs need (the job registry's).
+	Needs []Need
 	// MinInterval between two runs of one crontab entry [5m, Railway's].
 	MinInterval time.Duration
 	// Now starts the crontab simulation [time.Now()].
@@ -94,6 +99,8 @@ func (o Options) Validate() error {
 		return errors.New("Pool: required")
 	case o.MinInterval < 0:
 		return fmt.Errorf("MinInterval: %s is negative", o.MinInterval)
+	case o.Crontab != nil && o.Resolve == nil:
+		return errors.New("Resolve: required with Crontab")
 	}
 	return nil
 }
@@ -180,18 +187,8 @@ func checkPgDump(ctx context.Context, bin string, serverNum int) Check {
 	return c
 }
 
-// need is one privilege a job needs on a table.
-type need struct{ job, table, privilege string }
-
-var jobNeeds = []need{
-	{"cleanup", "email_tokens", "DELETE"},
-	{"cleanup", "refresh_tokens", "DELETE"},
-	{"cleanup", "users", "UPDATE"},
-	{"cleanup", "audit_logs", "INSERT"},
-	{"integrity-check", "member_employments", "SELECT"},
-	{"audit-archive", "audit_logs", "SELECT"},
-	{"audit-archive", "audit_logs", "DELETE"},
-}
+// Need is one privilege a job needs on a table.
+type Need struct{ Job, Table, Privilege string }
 
 func checkPrivileges(ctx context.Context, o Options, info *dbschema.Info, role string) []Check {
 	var out []Check
@@ -237,17 +234,17 @@ func checkPrivileges(ctx context.Context, o Options, info *dbschema.Info, role s
 
 	byJob := map[string][]string{}
 	var order []string
-	for _, n := range jobNeeds {
-		if _, seen := byJob[n.job]; !seen {
-			order = append(order, n.job)
-			byJob[n.job] = nil
+	for _, n := range o.Needs {
+		if _, seen := byJob[n.Job]; !seen {
+			order = append(order, n.Job)
+			byJob[n.Job] = nil
 		}
-		if !info.HasTable(n.table) {
+		if !info.HasTable(n.Table) {
 			continue
 		}
 		var ok bool
-		if err := o.Pool.QueryRow(ctx, `SELECT has_table_privilege($1::regclass, $2)`, pgx.Identifier{o.AppSchema, n.table}.Sanitize(), n.privilege).Scan(&ok); err != nil || !ok {
-			byJob[n.job] = append(byJob[n.job], n.privilege+" ON "+n.table)
+		if err := o.Pool.QueryRow(ctx, `SELECT has_table_privilege($1::regclass, $2)`, pgx.Identifier{o.AppSchema, n.Table}.Sanitize(), n.Privilege).Scan(&ok); err != nil || !ok {
+			byJob[n.Job] = append(byJob[n.Job], n.Privilege+" ON "+n.Table)
 		}
 	}
 	for _, job := range order {

@@ -16,8 +16,10 @@ import (
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -67,7 +69,7 @@ func healthy(t *testing.T) (*pgxpool.Pool, string, Options) {
 	require.NoError(t, err)
 	store, err := storage.NewLocal(t.TempDir())
 	require.NoError(t, err)
-	return pool, u, Options{Pool: pool, PgDump: pgDump(t), Store: store, Crontab: []byte(goodCrontab), CrontabName: "crontab.example"}
+	return pool, u, Options{Pool: pool, PgDump: pgDump(t), Store: store, Crontab: []byte(goodCrontab), CrontabName: "crontab.example", Resolve: firstWord, Needs: registryNeeds()}
 }
 
 func TestHealthyDeploymentHasNoProblems(t *testing.T) {
@@ -120,7 +122,7 @@ func TestDoctorFindsWhatIsBroken(t *testing.T) {
 	t.Run("older schema without trigger, guard or ops schema", func(t *testing.T) {
 		t.Parallel()
 		u := fixturetest.NewTestDB(t, fixture.Older, fixture.Options{Members: 20, Users: 5, AuditRowsPerMonth: 5})
-		res, err := Run(t.Context(), Options{Pool: pgtest.Pool(t, u), PgDump: pgDump(t)})
+		res, err := Run(t.Context(), Options{Pool: pgtest.Pool(t, u), PgDump: pgDump(t), Needs: registryNeeds()})
 		require.NoError(t, err)
 		require.Equal(t, Problem, find(t, res, "audit_logs immutability trigger").Status)
 		require.Equal(t, Problem, find(t, res, "ip2a-ops audit guard").Status)
@@ -221,7 +223,7 @@ func TestCrontabFitness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := checkCrontab(Options{Crontab: []byte(tt.crontab), MinInterval: 5 * time.Minute, Now: now})
+			c := checkCrontab(Options{Crontab: []byte(tt.crontab), Resolve: firstWord, MinInterval: 5 * time.Minute, Now: now})
 			require.Equal(t, tt.status, c.Status, c.Detail)
 			for _, d := range tt.detail {
 				require.Contains(t, c.Detail, d)
@@ -231,4 +233,21 @@ func TestCrontabFitness(t *testing.T) {
 			}
 		})
 	}
+}
+
+// firstWord resolves a crontab line to its first word (the command line's
+// real resolver lives in cmd, which imports this package).
+func firstWord(args []string) (string, scheduler.CatchUp, error) {
+	return args[0], scheduler.CatchUp{}, nil
+}
+
+// registryNeeds are the privileges the job registry lists, as cmd passes them.
+func registryNeeds() []Need {
+	var out []Need
+	for _, j := range jobs.All() {
+		for _, p := range j.NeededPrivileges() {
+			out = append(out, Need{Job: j.Kind(), Table: p.Table, Privilege: p.Privilege})
+		}
+	}
+	return out
 }

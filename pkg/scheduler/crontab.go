@@ -51,18 +51,12 @@ func (c CatchUp) String() string {
 	return "none"
 }
 
-// DefaultCatchUp is the catch-up policy of a job when its entry names none:
-// a backup runs once within 24 h, an audit archive once however late, the
-// rest (grant reports, cleanup, checks) wait for their next slot.
-func DefaultCatchUp(job string) CatchUp {
-	switch job {
-	case "backup", "backup-verify":
-		return CatchUp{Window: 24 * time.Hour}
-	case "audit-archive":
-		return CatchUp{Once: true}
-	}
-	return CatchUp{}
-}
+// Resolver names the ledger job a command line (the ip2a-ops arguments
+// after the program name) runs, and that job's catch-up policy when its
+// entry names none. An error rejects the line. The command line's own
+// command tree resolves, so the crontab is read by the same parser as a
+// person's command.
+type Resolver func(args []string) (job string, catchUp CatchUp, err error)
 
 // Entry is one scheduled command of a crontab.
 type Entry struct {
@@ -76,8 +70,8 @@ type Entry struct {
 	Args []string `json:"args"`
 	// Env holds the crontab's NAME=value lines above the entry.
 	Env map[string]string `json:"env,omitempty"`
-	// Job is the ledger job the command runs (its subcommand, or
-	// sleep-job's --job-name, or the job= option).
+	// Job is the ledger job the command runs (as the Resolver names it),
+	// or the job= option.
 	Job string `json:"job"`
 	// Key identifies the entry in the claims table: name= or
 	// job-<hash of zone, spec and args>, the same on every replica reading
@@ -140,7 +134,10 @@ var (
 // Other shell syntax (pipes, ;, &&, $VAR, backquotes, cd) is rejected: the
 // daemon runs the command in-process, not through a shell. Every bad line
 // is reported in a *ParseError.
-func Parse(r io.Reader) (*Crontab, error) {
+func Parse(r io.Reader, resolve Resolver) (*Crontab, error) {
+	if resolve == nil {
+		return nil, errors.New("crontab: no Resolver")
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	ct := &Crontab{}
@@ -173,7 +170,7 @@ func Parse(r io.Reader) (*Crontab, error) {
 			env[m[1]] = val
 			continue
 		}
-		e, err := parseEntry(line, loc, zone)
+		e, err := parseEntry(line, loc, zone, resolve)
 		if err != nil {
 			perr.Lines = append(perr.Lines, &LineError{n, line, err.Error()})
 			continue
@@ -203,7 +200,7 @@ func Parse(r io.Reader) (*Crontab, error) {
 	return ct, nil
 }
 
-func parseEntry(line string, loc *time.Location, zone string) (Entry, error) {
+func parseEntry(line string, loc *time.Location, zone string, resolve Resolver) (Entry, error) {
 	e := Entry{Text: line, Zone: zone, Overlap: OverlapSkip}
 	body, opts := line, ""
 	if i := strings.Index(line, optPrefix); i >= 0 {
@@ -261,11 +258,9 @@ func parseEntry(line string, loc *time.Location, zone string) (Entry, error) {
 		return e, fmt.Errorf("command must be ip2a-ops (or a path ending in /ip2a-ops), not %q", words[0])
 	}
 	e.Args = words[1:]
-	e.Job = jobName(e.Args)
-	if e.Job == "" {
-		return e, errors.New("no ip2a-ops command after the program name")
+	if e.Job, e.CatchUp, err = resolve(e.Args); err != nil {
+		return e, err
 	}
-	e.CatchUp = DefaultCatchUp(e.Job)
 	name := ""
 	for _, o := range strings.Fields(opts) {
 		k, v, ok := strings.Cut(o, "=")
@@ -340,67 +335,6 @@ func formatDuration(d time.Duration) string {
 	s = strings.TrimSuffix(s, "0s")
 	return strings.TrimSuffix(s, "0m")
 }
-
-// boolGlobals are ip2a-ops's global flags that take no value, so jobName
-// can step over the others' values.
-var boolGlobals = map[string]bool{"--json": true, "--auto-migrate": true, "-h": true, "--help": true}
-
-// jobName is the ledger name of the job args run: the first word that is
-// not a flag (or a flag's value), or sleep-job's --job-name.
-func jobName(args []string) string {
-	cmd, idx := "", -1
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			break
-		}
-		if strings.HasPrefix(a, "-") {
-			if !strings.Contains(a, "=") && !boolGlobals[a] {
-				i++
-			}
-			continue
-		}
-		cmd, idx = a, i
-		break
-	}
-	if cmd == "sleep-job" {
-		name := "sleep"
-		for i := idx + 1; i < len(args); i++ {
-			if v, ok := strings.CutPrefix(args[i], "--job-name="); ok {
-				name = v
-			} else if args[i] == "--job-name" && i+1 < len(args) {
-				name = args[i+1]
-			}
-		}
-		return name
-	}
-	// Some subcommands are ledger jobs of their own (backup verify runs as
-	// "backup-verify"), so catch-up must look them up by that name.
-	if subs, ok := subcommandJobs[cmd]; ok {
-		for i := idx + 1; i < len(args); i++ {
-			if strings.HasPrefix(args[i], "-") {
-				if !strings.Contains(args[i], "=") && !boolGlobals[args[i]] && !boolSubFlags[args[i]] {
-					i++
-				}
-				continue
-			}
-			if job, ok := subs[args[i]]; ok {
-				return job
-			}
-			return cmd + "-" + args[i]
-		}
-	}
-	return cmd
-}
-
-// subcommandJobs maps a command's subcommands to the ledger job they record.
-var subcommandJobs = map[string]map[string]string{
-	"backup":        {"create": "backup", "verify": "backup-verify", "restore": "backup-restore", "prune": "backup-prune"},
-	"audit-archive": {"run": "audit-archive", "verify": "audit-archive-verify", "purge": "audit-archive-purge"},
-}
-
-// boolSubFlags are flags of those commands that take no value.
-var boolSubFlags = map[string]bool{"--prune": true, "--apply": true, "--dry-run": true, "--object-lock": true, "--force": true, "--keep-online": true}
 
 func unquote(s string) string {
 	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {

@@ -23,7 +23,7 @@ CRON_TZ=America/New_York
 0 6 1 * * ip2a-ops grant-report --out '/srv/reports/grant report.xlsx' # ip2a-ops: name=grant-monthly
 @every 5s ip2a-ops sleep-job --job-name demo --for 1s
 `
-	ct, err := Parse(strings.NewReader(src))
+	ct, err := Parse(strings.NewReader(src), testResolve)
 	require.NoError(t, err)
 	require.Len(t, ct.Entries, 5)
 
@@ -82,7 +82,7 @@ func TestParseCrontabRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse(strings.NewReader("# header\n" + tt.line + "\n"))
+			_, err := Parse(strings.NewReader("# header\n" + tt.line + "\n"), testResolve)
 			var pe *ParseError
 			require.True(t, errors.As(err, &pe), "error %v", err)
 			require.Len(t, pe.Lines, 1)
@@ -94,7 +94,7 @@ func TestParseCrontabRejects(t *testing.T) {
 
 func TestParseCrontabDuplicateAndAllErrors(t *testing.T) {
 	t.Parallel()
-	_, err := Parse(strings.NewReader("@daily ip2a-ops cleanup\n@daily ip2a-ops cleanup\nbogus line\n"))
+	_, err := Parse(strings.NewReader("@daily ip2a-ops cleanup\n@daily ip2a-ops cleanup\nbogus line\n"), testResolve)
 	var pe *ParseError
 	require.ErrorAs(t, err, &pe)
 	require.Len(t, pe.Lines, 2)
@@ -103,32 +103,32 @@ func TestParseCrontabDuplicateAndAllErrors(t *testing.T) {
 	require.Contains(t, pe.Lines[1].Reason, "same entry as line 1")
 }
 
-func TestJobName(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"plain", []string{"backup"}, "backup"},
-		{"global with value", []string{"--schema", "ops", "cleanup", "--dry-run"}, "cleanup"},
-		{"global with =", []string{"--max-runtime=1h", "backup"}, "backup"},
-		{"bool global", []string{"--json", "integrity-check"}, "integrity-check"},
-		{"sleep-job default", []string{"sleep-job", "--for", "1s"}, "sleep"},
-		{"sleep-job named", []string{"sleep-job", "--job-name=nightly"}, "nightly"},
-		{"nothing", []string{"--json"}, ""},
-		{"backup create", []string{"backup", "create", "--prune", "--apply"}, "backup"},
-		{"backup with flags", []string{"backup", "--prune", "--apply"}, "backup"},
-		{"backup verify", []string{"backup", "verify", "latest", "--level", "restore"}, "backup-verify"},
-		{"backup flag before sub", []string{"backup", "--storage", "s3://b", "prune", "--apply"}, "backup-prune"},
-		{"backup status", []string{"backup", "status", "--max-age", "26h"}, "backup-status"},
-		{"audit run", []string{"audit-archive", "run"}, "audit-archive"},
-		{"audit purge", []string{"audit-archive", "purge", "--apply"}, "audit-archive-purge"},
+// testResolve stands in for the command line's resolver: the first word
+// that is not a flag or a flag's value names the job; backup gets 24h of
+// catch-up and audit-archive catches up once, as the registry says.
+func testResolve(args []string) (string, CatchUp, error) {
+	for i := 0; i < len(args); i++ {
+		if strings.HasPrefix(args[i], "-") {
+			if !strings.Contains(args[i], "=") && args[i] != "--json" {
+				i++
+			}
+			continue
+		}
+		if args[i] == "sleep-job" {
+			for j := i + 1; j+1 < len(args); j++ {
+				if args[j] == "--job-name" {
+					return args[j+1], CatchUp{}, nil
+				}
+			}
+			return "sleep", CatchUp{}, nil
+		}
+		switch args[i] {
+		case "backup":
+			return "backup", CatchUp{Window: 24 * time.Hour}, nil
+		case "audit-archive":
+			return "audit-archive", CatchUp{Once: true}, nil
+		}
+		return args[i], CatchUp{}, nil
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			require.Equal(t, tt.want, jobName(tt.args))
-		})
-	}
+	return "", CatchUp{}, errors.New("no ip2a-ops command after the program name")
 }

@@ -403,7 +403,7 @@ func (d *daemon) drain(cancelJobs context.CancelFunc) Result {
 	}
 	select {
 	case <-done:
-	case <-time.After(d.o.ShutdownTimeout):
+	case <-d.o.Clock.After(d.o.ShutdownTimeout):
 		d.mu.Lock()
 		for _, es := range d.entries {
 			res.Cancelled += es.running
@@ -413,7 +413,7 @@ func (d *daemon) drain(cancelJobs context.CancelFunc) Result {
 		cancelJobs()
 		select {
 		case <-done:
-		case <-time.After(30 * time.Second):
+		case <-d.o.Clock.After(30 * time.Second):
 			d.log.Error("jobs did not stop within 30s of cancellation")
 		}
 	}

@@ -28,7 +28,7 @@ func newClaims(t *testing.T) *Claims {
 
 func crontab(t *testing.T, src string) *Crontab {
 	t.Helper()
-	ct, err := Parse(strings.NewReader(src))
+	ct, err := Parse(strings.NewReader(src), testResolve)
 	require.NoError(t, err)
 	return ct
 }
@@ -395,9 +395,18 @@ func TestDaemonShutdown(t *testing.T) {
 				}
 				return got
 			}}
-			st := startDaemon(t, Options{Crontab: crontab(t, "@hourly ip2a-ops cleanup\n"), Claims: claims, Run: rec.run, Clock: clk, ShutdownTimeout: 300 * time.Millisecond})
+			st := startDaemon(t, Options{Crontab: crontab(t, "@hourly ip2a-ops cleanup\n"), Claims: claims, Run: rec.run, Clock: clk, ShutdownTimeout: time.Minute})
 			<-running
-			res := st.stop()
+			eventually(t, "the loop waits", func() bool { return clk.waiting() == 1 })
+			stopped := make(chan Result, 1)
+			go func() { stopped <- st.stop() }()
+			if tt.cancelled > 0 {
+				// The drain waits on the daemon's clock: a minute passes
+				// for it at once, not for the test.
+				eventually(t, "the drain waits", func() bool { return clk.waiting() == 2 })
+				clk.Set(clk.Now().Add(time.Minute))
+			}
+			res := <-stopped
 			require.Equal(t, tt.cancelled, res.Cancelled)
 			require.Equal(t, int64(1), res.Started)
 			want := OutcomeSucceeded
@@ -417,7 +426,7 @@ func TestDaemonReload(t *testing.T) {
 	rec := &recorder{}
 	reload := make(chan struct{})
 	next := "*/5 * * * * ip2a-ops integrity-check\n"
-	load := func() (*Crontab, error) { return Parse(strings.NewReader(next)) }
+	load := func() (*Crontab, error) { return Parse(strings.NewReader(next), testResolve) }
 	st := startDaemon(t, Options{Crontab: crontab(t, "*/5 * * * * ip2a-ops cleanup\n"), Claims: claims, Run: rec.run, Clock: clk, Load: load, Reload: reload})
 	eventually(t, "start", func() bool { return len(rec.got()) == 1 && clk.waiting() > 0 })
 	reload <- struct{}{}
