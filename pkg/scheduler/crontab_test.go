@@ -82,7 +82,7 @@ func TestParseCrontabRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse(strings.NewReader("# header\n" + tt.line + "\n"), testResolve)
+			_, err := Parse(strings.NewReader("# header\n"+tt.line+"\n"), testResolve)
 			var pe *ParseError
 			require.True(t, errors.As(err, &pe), "error %v", err)
 			require.Len(t, pe.Lines, 1)
