@@ -180,22 +180,10 @@ func printAuditRun(w io.Writer, r audit.RunResult) {
 		fmt.Fprintf(tw, "%s\t%d rows\t%s\n", m.Month, m.Rows, strings.Join(what, ", "))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "uploaded %d months (%d rows, %s), verified %d, deleted %d rows\n", r.MonthsUploaded, r.RowsArchived, humanBytes(r.BytesUploaded), r.MonthsVerified, r.RowsDeleted)
+	fmt.Fprintf(w, "uploaded %d months (%d rows, %s), verified %d, deleted %d rows\n", r.MonthsUploaded, r.RowsArchived, byteSize(r.BytesUploaded), r.MonthsVerified, r.RowsDeleted)
 	if r.DeleteSkipped != "" {
 		fmt.Fprintf(w, "no rows deleted: %s\n", r.DeleteSkipped)
 	}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func newAuditGuardCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
@@ -268,14 +256,14 @@ func printAuditStatus(w io.Writer, s audit.StatusResult) {
 	if s.OldestOnline != nil {
 		oldest = s.OldestOnline.Format(time.RFC3339)
 	}
-	fmt.Fprintf(w, "online:           %d rows in %d months, oldest %s, table %s\n", s.OnlineRows, len(s.Online), oldest, humanBytes(s.TableBytes))
+	fmt.Fprintf(w, "online:           %d rows in %d months, oldest %s, table %s\n", s.OnlineRows, len(s.Online), oldest, byteSize(s.TableBytes))
 	archived := 0
 	for _, m := range s.Months {
 		if m.State != audit.StatePurged {
 			archived++
 		}
 	}
-	fmt.Fprintf(w, "archived:         %d months, %d rows, %s compressed\n", archived, s.ArchivedRows, humanBytes(s.ArchivedBytes))
+	fmt.Fprintf(w, "archived:         %d months, %d rows, %s compressed\n", archived, s.ArchivedRows, byteSize(s.ArchivedBytes))
 	fmt.Fprintf(w, "pending:          %d months up to %s still online: %s\n", len(s.Pending), s.LastEligible, monthList(s.Pending))
 	fmt.Fprintf(w, "past retention:   %s\n", monthList(s.PurgeDue))
 	if len(s.Holds) == 0 {

@@ -192,7 +192,7 @@ func printCreate(w io.Writer, r jobs.BackupResult) {
 		enc = "encrypted (age)"
 	}
 	fmt.Fprintf(w, "backup %s of %s stored in %s\n", r.ID, r.Database, r.Store)
-	fmt.Fprintf(w, "  dump %s -> stored %s (zstd, %.1fx), %s, sha256 checked: %t\n", backupBytes(r.DumpBytes), backupBytes(r.StoredBytes), r.Ratio, enc, r.Verified)
+	fmt.Fprintf(w, "  dump %s -> stored %s (zstd, %.1fx), %s, sha256 checked: %t\n", byteSize(r.DumpBytes), byteSize(r.StoredBytes), r.Ratio, enc, r.Verified)
 	fmt.Fprintf(w, "  %d archive entries, %d tables, %d rows counted in the dump's snapshot\n", r.Entries, r.Tables, r.Rows)
 	if len(r.CopiedTables) > 0 {
 		fmt.Fprintf(w, "  rows copied by ip2a-ops (the rest by pg_dump): %s\n", strings.Join(r.CopiedTables, ", "))
@@ -206,7 +206,8 @@ func printCreate(w io.Writer, r jobs.BackupResult) {
 	}
 }
 
-func backupBytes(n int64) string {
+// byteSize renders n bytes in binary units (512 B, 1.5 KiB, 3.2 GiB).
+func byteSize(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
@@ -264,7 +265,7 @@ Exit codes: 0 listed, 1 storage unreachable, 2 configuration error.`,
 				if m.Object.Encryption != "" {
 					enc = m.Object.Encryption
 				}
-				fmt.Fprintf(w, "%-22s %-20s %10s %10d %-9s %s\n", m.ID, m.StartedAt.UTC().Format("2006-01-02 15:04:05Z"), backupBytes(m.Object.Size), m.TotalRows(), enc, last)
+				fmt.Fprintf(w, "%-22s %-20s %10s %10d %-9s %s\n", m.ID, m.StartedAt.UTC().Format("2006-01-02 15:04:05Z"), byteSize(m.Object.Size), m.TotalRows(), enc, last)
 			}
 			for _, u := range l.Unreadable {
 				fmt.Fprintf(w, "unreadable manifest: %s\n", u)

@@ -170,7 +170,7 @@ func printPrune(w io.Writer, r backup.PruneResult) {
 		}
 	}
 	for _, del := range r.Deleted {
-		fmt.Fprintf(w, "delete %s  %s\n", del.ID, backupBytes(del.Bytes))
+		fmt.Fprintf(w, "delete %s  %s\n", del.ID, byteSize(del.Bytes))
 	}
-	fmt.Fprintf(w, "prune: %d kept, %d %s, %s freed\n", r.Kept, len(r.Deleted), verb, backupBytes(r.FreedBytes))
+	fmt.Fprintf(w, "prune: %d kept, %d %s, %s freed\n", r.Kept, len(r.Deleted), verb, byteSize(r.FreedBytes))
 }

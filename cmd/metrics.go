@@ -119,10 +119,10 @@ func printMetrics(w io.Writer, r metrics.Result) {
 	}
 	sort.Strings(states)
 	fmt.Fprintf(w, "\nDATABASE %s\n  size                      %s\n  dead tuples               %d (live %d)\n  connections               %s (max %d)\n  oldest transaction        %.1fs\n  xid age                   %d\n  largest tables:\n",
-		db.Name, bytesText(db.SizeBytes), db.DeadTuples, db.LiveTuples, strings.Join(states, ", "), db.MaxConnections, db.OldestTransactionSeconds, db.XIDAge)
+		db.Name, byteSize(db.SizeBytes), db.DeadTuples, db.LiveTuples, strings.Join(states, ", "), db.MaxConnections, db.OldestTransactionSeconds, db.XIDAge)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, t := range db.Tables {
-		fmt.Fprintf(tw, "    %s.%s\t%s\tlive %d\tdead %d\n", t.Schema, t.Name, bytesText(t.SizeBytes), t.LiveTuples, t.DeadTuples)
+		fmt.Fprintf(tw, "    %s.%s\t%s\tlive %d\tdead %d\n", t.Schema, t.Name, byteSize(t.SizeBytes), t.LiveTuples, t.DeadTuples)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nJOBS")
@@ -146,17 +146,4 @@ func printMetrics(w io.Writer, r metrics.Result) {
 	if r.PendingNotifications > 0 {
 		fmt.Fprintf(w, "  %d notifications waiting to be retried (ip2a-ops notify list)\n", r.PendingNotifications)
 	}
-}
-
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -19,6 +19,8 @@ import (
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 // The backup object ("tar" format) is one tar stream, compressed with zstd
@@ -366,7 +368,7 @@ func writeEntry(ctx context.Context, p *pipeline, name string, size int64, r io.
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
-	n, err := io.Copy(w, io.LimitReader(ctxReader{ctx, r}, size))
+	n, err := io.Copy(w, io.LimitReader(storage.ContextReader(ctx, r), size))
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 // ErrChecksumMismatch is wrapped when stored or decoded bytes do not hash to
@@ -66,19 +68,6 @@ func (hr *hashingReader) Read(p []byte) (int, error) {
 
 func (hr *hashingReader) sum() string { return hex.EncodeToString(hr.h.Sum(nil)) }
 
-// ctxReader stops a long copy soon after ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // zstdLevel maps 1-4 to klauspost's levels (fastest, default ~ zstd -3,
 // better ~ -7, best ~ -11); 0 means default.
 func zstdLevel(l int) zstd.EncoderLevel {
@@ -107,7 +96,7 @@ type decodeResult struct {
 // error; the caller compares hashes first (a flipped byte is a checksum
 // mismatch, not a puzzling zstd error).
 func decode(ctx context.Context, r io.Reader, dst io.Writer, identities []age.Identity, encrypted bool) (decodeResult, error) {
-	stored := newHashingReader(bufio.NewReaderSize(ctxReader{ctx, r}, copyBuf))
+	stored := newHashingReader(bufio.NewReaderSize(storage.ContextReader(ctx, r), copyBuf))
 	var src io.Reader = stored
 	if encrypted {
 		if len(identities) == 0 {

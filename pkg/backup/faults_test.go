@@ -15,6 +15,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/internal/s3test"
+	"github.com/ip2a/ip2a-ops/internal/tmpfs"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -204,14 +205,8 @@ func TestPgDumpFailsHalfway(t *testing.T) {
 // dump; the run fails naming the full disk and leaves nothing.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	tmpfs.Mount(t, mnt, "256k")
 	src := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 9, AuditYears: 2})
 	st := localStore(t)
 	res, err := Run(t.Context(), Options{DatabaseURL: src, Store: st, WorkDir: mnt})

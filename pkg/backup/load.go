@@ -66,7 +66,7 @@ func loadTar(ctx context.Context, s loadSpec) (loadResult, error) {
 		return res, fmt.Errorf("read %s: %w", m.Object.Key, err)
 	}
 	defer rc.Close()
-	stored := newHashingReader(ctxReader{ctx, rc})
+	stored := newHashingReader(storage.ContextReader(ctx, rc))
 	var src io.Reader = stored
 	if m.Object.Encryption == "age" {
 		d, err := age.Decrypt(stored, ids...)

@@ -182,7 +182,7 @@ func checksumStored(ctx context.Context, st storage.Store, m Manifest) Verificat
 		return v
 	}
 	defer rc.Close()
-	hr := newHashingReader(ctxReader{ctx, rc})
+	hr := newHashingReader(storage.ContextReader(ctx, rc))
 	if _, err := io.Copy(io.Discard, hr); err != nil {
 		v.Error = fmt.Sprintf("read %s: %v", m.Object.Key, err)
 		return v

@@ -70,7 +70,9 @@ func TestArgs(t *testing.T) {
 func TestExecuteRecordsNothingBeforeTheRun(t *testing.T) {
 	t.Parallel()
 	env := Env{Now: time.Now,
-		Runner:  func(context.Context) (*runner.Runner, error) { return nil, errors.New("the runner must not be asked for") },
+		Runner: func(context.Context) (*runner.Runner, error) {
+			return nil, errors.New("the runner must not be asked for")
+		},
 		Storage: func(context.Context, string) (storage.Store, error) { return nil, ErrNoStorage },
 	}
 	backupArgs, err := Backup.Encode(BackupArgs{})

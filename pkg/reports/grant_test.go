@@ -3,7 +3,6 @@ package reports
 import (
 	"errors"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
+	"github.com/ip2a/ip2a-ops/internal/tmpfs"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
 
@@ -231,10 +231,7 @@ func TestGrantReportDiskFull(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "small")
 	require.NoError(t, os.Mkdir(dir, 0o700))
-	if out, err := osexec.Command("mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root and mount permission): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = osexec.Command("umount", dir).Run() })
+	tmpfs.Mount(t, dir, "8k")
 	url := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Seed: 1, Now: frozenNow})
 	pool := pgtest.Pool(t, url)
 	out := filepath.Join(dir, "report.xlsx")

@@ -116,7 +116,7 @@ func (l *Local) put(ctx context.Context, key string, r io.Reader, opts PutOption
 	}
 
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), &ctxReader{ctx: ctx, r: r})
+	n, err := io.Copy(io.MultiWriter(f, h), ContextReader(ctx, r))
 	if err != nil {
 		return ObjectInfo{}, err
 	}
@@ -350,14 +350,17 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// ctxReader stops a copy at the first Read after ctx is done, so a cancelled
-// Put of an endless stream returns promptly.
+// ContextReader returns r stopping at its first Read after ctx is done
+// (with ctx's error), so a cancelled copy of an endless or slow stream
+// returns promptly.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
 }
 
-func (c *ctxReader) Read(p []byte) (int, error) {
+func (c ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ip2a/ip2a-ops/internal/tmpfs"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -41,14 +42,7 @@ func TestLocalDiskFull(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "small")
 	require.NoError(t, os.Mkdir(dir, 0o700))
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a 1 MiB tmpfs to fill (needs root and mount permission): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
+	tmpfs.Mount(t, dir, "1m")
 	st, err := storage.NewLocal(dir)
 	require.NoError(t, err)
 	ctx := t.Context()
