@@ -160,8 +160,9 @@ func TestPgDumpTools(t *testing.T) {
 			_, err := Run(t.Context(), Options{DatabaseURL: src, Store: st, PgDump: tt.pgDump, WorkDir: t.TempDir()})
 			require.ErrorIs(t, err, ErrToolMissing)
 			require.ErrorContains(t, err, tt.want)
-			require.Equal(t, exitcode.Usage, exitcode.Code(err))
-			require.Contains(t, exitcode.Hint(err), "apt-get install postgresql-client-15")
+			var te *ToolError
+			require.ErrorAs(t, err, &te)
+			require.Equal(t, "pg_dump", te.Tool)
 			requireNoBackup(t, st)
 		})
 	}

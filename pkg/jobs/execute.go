@@ -103,7 +103,6 @@ var usageErrors = []error{
 	ErrNoStorage,
 	storage.ErrAccessDenied, storage.ErrBucketNotFound,
 	backup.ErrNotFound, backup.ErrToolMissing, backup.ErrSourceDatabase, backup.ErrTargetNotEmpty, backup.ErrTargetTooOld,
-	backup.ErrNoIdentity,
 	pgcluster.ErrNoBinaries,
 	audit.ErrNoHold, audit.ErrNotArchived,
 	reports.ErrUnknownGrant, reports.ErrBadPeriod,

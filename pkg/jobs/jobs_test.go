@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
+	"github.com/ip2a/ip2a-ops/pkg/backup"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
@@ -143,4 +145,31 @@ func TestExecuteThroughTheLedger(t *testing.T) {
 	require.Equal(t, exitcode.OutcomeInterrupted, resp.Outcome)
 	require.True(t, exitcode.Classify(err).Retryable())
 	require.Equal(t, exitcode.Interrupted, exitcode.Code(err))
+}
+
+// TestClassifyLibraryErrors: what only a change of configuration fixes is a
+// usage error (exit 2, never retried); the rest fails and may be retried.
+func TestClassifyLibraryErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want exitcode.Outcome
+	}{
+		{"access denied", fmt.Errorf("put: %w", storage.ErrAccessDenied), exitcode.OutcomeUsage},
+		{"no such backup", fmt.Errorf("verify: %w", backup.ErrNotFound), exitcode.OutcomeUsage},
+		{"pg_dump missing", &backup.ToolError{Err: fmt.Errorf("%w: pg_dump", backup.ErrToolMissing), Tool: "pg_dump", MinMajor: 15}, exitcode.OutcomeUsage},
+		{"source database", &backup.TargetError{Err: fmt.Errorf("%w: x", backup.ErrSourceDatabase)}, exitcode.OutcomeUsage},
+		{"target too old", &backup.TargetError{Err: errors.New("restore: target server is PostgreSQL 14"), Reason: backup.ErrTargetTooOld}, exitcode.OutcomeUsage},
+		{"not migrated", fmt.Errorf("schema: %w", migrate.ErrNotMigrated), exitcode.OutcomeUsage},
+		{"field", exitcode.Fieldf("KeepDaily", "-1 is negative"), exitcode.OutcomeUsage},
+		{"unreachable", fmt.Errorf("put: %w", storage.ErrUnreachable), exitcode.OutcomeFailed},
+		{"checksum", fmt.Errorf("verify: %w", backup.ErrChecksumMismatch), exitcode.OutcomeFailed},
+		{"missing identity fails (as before)", backup.ErrNoIdentity, exitcode.OutcomeFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tc.want, Classify(tc.err))
+		})
+	}
 }
