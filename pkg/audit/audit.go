@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ip2a/ip2a-ops/pkg/migrate"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -100,7 +101,7 @@ func (c Config) validate(needStore bool) error {
 	if needStore && c.Store == nil {
 		return errors.New("Store: required")
 	}
-	if c.Schema != "" && !validIdent(c.Schema) {
+	if c.Schema != "" && !migrate.ValidIdentifier(c.Schema) {
 		return fmt.Errorf("Schema: %q is not a lower-case identifier", c.Schema)
 	}
 	if c.Prefix != "" {
@@ -109,19 +110,6 @@ func (c Config) validate(needStore bool) error {
 		}
 	}
 	return nil
-}
-
-func validIdent(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i, r := range s {
-		if r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9') {
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 // q returns the quoted ops schema for SQL text.

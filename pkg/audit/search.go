@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ip2a/ip2a-ops/pkg/migrate"
 )
 
 // SearchOptions configure Search.
@@ -326,7 +328,7 @@ func CheckTable(into string) error {
 		return fmt.Errorf("Into: %q: want table or schema.table", into)
 	}
 	for _, p := range parts {
-		if !validIdent(p) {
+		if !migrate.ValidIdentifier(p) {
 			return fmt.Errorf("Into: %q: use lower-case identifiers", into)
 		}
 	}

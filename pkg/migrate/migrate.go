@@ -72,9 +72,14 @@ func All(schema string) ([]Migration, error) {
 	return out, nil
 }
 
+// ValidIdentifier reports whether s is a plain lower-case SQL identifier
+// (letters, digits and _, not starting with a digit, at most 63 bytes):
+// the only names ip2a-ops puts into SQL text for its own objects.
+func ValidIdentifier(s string) bool { return schemaName.MatchString(s) }
+
 // ValidateSchema rejects schema names that are not plain lower-case identifiers.
 func ValidateSchema(schema string) error {
-	if !schemaName.MatchString(schema) {
+	if !ValidIdentifier(schema) {
 		return exitcode.Usagef("use a lower-case identifier such as ip2a_ops", "invalid schema name %q", schema)
 	}
 	return nil
