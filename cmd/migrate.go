@@ -17,12 +17,16 @@ func newMigrateCmd(d *deps) *cobra.Command {
 	var o migrateOptions
 	c := &cobra.Command{
 		Use:   "migrate",
-		Short: "Create or upgrade ip2a-ops's own schema (the run ledger)",
+		Short: "Create or upgrade ip2a-ops's own schema (the run ledger, the task queue)",
 		Long: `Create or upgrade the schema where ip2a-ops keeps its state (default
 ip2a_ops; see --schema). The migrations are embedded in the binary and
 versioned; running migrate again is a no-op, and two processes running it
 at once are serialised by a transaction-scoped advisory lock. It never
 changes the app's tables.
+
+The same transaction creates or upgrades River's tables (river_job and
+others: the task queue, see 'ip2a-ops tasks') in that schema, never in
+public, with River's own versioned migrations.
 
 --print shows the SQL instead of running it (no database needed), so a DBA
 can review it or apply it by hand.
@@ -57,12 +61,15 @@ func runMigrate(ctx context.Context, d *deps, o migrateOptions) error {
 	if d.g.json {
 		return writeJSON(d.stdout, res)
 	}
-	if len(res.Applied) == 0 {
+	if len(res.Applied) == 0 && len(res.RiverApplied) == 0 {
 		fmt.Fprintf(d.stdout, "schema %s is up to date (version %d)\n", res.Schema, res.To)
 		return nil
 	}
 	for _, m := range res.Applied {
 		fmt.Fprintf(d.stdout, "applied %03d_%s\n", m.Version, m.Name)
+	}
+	for _, v := range res.RiverApplied {
+		fmt.Fprintf(d.stdout, "applied river %03d (task queue)\n", v)
 	}
 	fmt.Fprintf(d.stdout, "schema %s is at version %d\n", res.Schema, res.To)
 	return nil

@@ -108,6 +108,11 @@ func Script(schema string) (string, error) {
 		fmt.Fprintf(&b, "\n-- %03d_%s\n%s\nINSERT INTO %s.schema_migrations (version, name) VALUES (%d, '%s');\n", m.Version, m.Name, strings.TrimSpace(m.SQL), q, m.Version, m.Name)
 	}
 	b.WriteString("COMMIT;\n")
+	river, err := riverScript(schema)
+	if err != nil {
+		return "", err
+	}
+	b.WriteString(river)
 	return b.String(), nil
 }
 
@@ -121,11 +126,16 @@ type Result struct {
 	From    int         `json:"from_version"`
 	To      int         `json:"to_version"`
 	Applied []Migration `json:"applied"`
+	// RiverApplied lists the River migration versions applied (the task
+	// queue's tables); RiverVersion is River's version afterwards.
+	RiverApplied []int `json:"river_applied"`
+	RiverVersion int   `json:"river_version"`
 }
 
-// Up applies every pending migration in one transaction. It is idempotent
-// and safe when several processes run it at once: they queue on a
-// transaction-scoped advisory lock and the later ones find nothing to do.
+// Up applies every pending migration of ip2a-ops's own in one transaction,
+// then River's, one transaction each (see river.go). It is idempotent and safe when several
+// processes run it at once: they queue on a transaction-scoped advisory lock
+// and the later ones find nothing to do.
 func Up(ctx context.Context, pool *pgxpool.Pool, schema string) (Result, error) {
 	all, err := All(schema)
 	if err != nil {
@@ -165,6 +175,25 @@ func Up(ctx context.Context, pool *pgxpool.Pool, schema string) (Result, error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("migrate schema %s: %w", schema, err)
 	}
+	res.RiverApplied = []int{}
+	for {
+		var v int
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey); err != nil {
+				return err
+			}
+			v, err = riverStep(ctx, tx, schema)
+			return err
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("migrate schema %s: %w", schema, err)
+		}
+		if v == 0 {
+			break
+		}
+		res.RiverApplied = append(res.RiverApplied, v)
+	}
+	res.RiverVersion = RiverLatest()
 	return res, nil
 }
 
