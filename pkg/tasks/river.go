@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
 )
 
@@ -31,9 +32,12 @@ type RiverOptions struct {
 	Queues map[string]int
 	// Backoff between failed attempts (default DefaultBackoff).
 	Backoff Backoff
+	// Timeout bounds one attempt: its context is cancelled then and the
+	// attempt fails (default 1 hour).
+	Timeout time.Duration
 	// RescueAfter is how long a task may stay running before River takes it
-	// for dead (its worker was killed) and runs it again (default 1 hour).
-	// It must be longer than any task runs.
+	// for dead (its worker was killed) and runs it again (default Timeout
+	// plus 10 minutes). It must be longer than Timeout.
 	RescueAfter time.Duration
 	// PollInterval is how often a worker looks for tasks when no
 	// notification came (default 1 s): a task inserted by a client that
@@ -47,6 +51,9 @@ type RiverOptions struct {
 	LeaderElectionDisabled bool
 	Logger                 *slog.Logger
 }
+
+// DefaultTimeout bounds one attempt of a task.
+const DefaultTimeout = time.Hour
 
 // River is the durable Service on River.
 type River struct {
@@ -75,19 +82,25 @@ func NewRiver(pool *pgxpool.Pool, opts RiverOptions) (*River, error) {
 	if opts.Backoff == nil {
 		opts.Backoff = DefaultBackoff
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.RescueAfter <= 0 {
+		opts.RescueAfter = opts.Timeout + 10*time.Minute
+	}
+	if opts.RescueAfter <= opts.Timeout {
+		return nil, exitcode.Usagef("--rescue-after longer than --task-timeout", "rescue-after %s must be longer than the task timeout %s", opts.RescueAfter, opts.Timeout)
+	}
 	cfg := &river.Config{
 		Schema:              opts.Schema,
 		Logger:              opts.Logger,
 		SkipUnknownJobCheck: true, // kinds are checked by whoever knows them
 		MaxAttempts:         DefaultMaxAttempts,
 		RetryPolicy:         retryPolicy{opts.Backoff},
-		JobTimeout:          -1, // a task runs as long as it needs; Cancel and Stop reach it
-		RescueStuckJobsAfter: func() time.Duration {
-			if opts.RescueAfter > 0 {
-				return opts.RescueAfter
-			}
-			return time.Hour
-		}(),
+		// River's rescuer leaves a job without a timeout alone forever, so
+		// every attempt has one.
+		JobTimeout:                  opts.Timeout,
+		RescueStuckJobsAfter:        opts.RescueAfter,
 		FetchPollInterval:           opts.PollInterval,
 		FetchCooldown:               opts.FetchCooldown,
 		LeaderElectionDisabled:      opts.LeaderElectionDisabled,
