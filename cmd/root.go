@@ -87,6 +87,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newMetricsCmd(d),
 		newAuditArchiveCmd(d),
 		newDoctorCmd(d),
+		newWorkerCmd(d), newTasksCmd(d),
 	)
 	return root
 }

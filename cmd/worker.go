@@ -1,0 +1,90 @@
+package cmd
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/tasks"
+)
+
+type workerOptions struct {
+	queues      []string
+	concurrency int
+	stopTimeout time.Duration
+	taskTimeout time.Duration
+	rescueAfter time.Duration
+}
+
+func newWorkerCmd(d *deps) *cobra.Command {
+	var o workerOptions
+	c := &cobra.Command{
+		Use:   "worker",
+		Short: "Run queued tasks (the durable task queue, River) until stopped",
+		Long: `Take tasks from the queue in ip2a-ops's schema (River's tables, created by
+'ip2a-ops migrate') and run them. Any number of workers, on one host or
+several, share one database's tasks: each task goes to one worker. Tasks
+come from 'ip2a-ops tasks enqueue', from the app (riverqueue-python; see
+docs/tasks.md) or from any River client.
+
+  - Kinds this worker runs: ` + strings.Join(taskHandlers().Kinds(), ", ") + `.
+  - A failed attempt is retried with backoff (1 s, 16 s, 81 s, ...) until the
+    task's max attempts, then the task is failed; a task whose args do not
+    parse fails at once.
+  - An attempt running longer than --task-timeout is cancelled and counts
+    as failed. A task left running by a worker that died (kill -9, a lost
+    host) is run again once it has been running for --rescue-after.
+  - SIGTERM/SIGINT: take no new tasks, let running ones finish up to
+    --stop-timeout, then cancel them; a task cancelled this way goes back
+    to the queue for another worker (its attempt not counted). Exit 0.
+  - The database may go away: the worker keeps retrying and resumes when
+    it is back.
+
+Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
+2 configuration error (bad flag, schema or task queue not migrated).`,
+		Example: `  ip2a-ops worker
+  ip2a-ops worker --queues default,reports --concurrency 2 --stop-timeout 2m`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error { return runWorker(c.Context(), d, o) },
+	}
+	f := c.Flags()
+	f.StringSliceVar(&o.queues, "queues", []string{tasks.DefaultQueue}, "queues to take tasks from, comma-separated")
+	envFlag(f, "queues", "IP2A_OPS_WORKER_QUEUES")
+	f.IntVar(&o.concurrency, "concurrency", tasks.DefaultConcurrency, "tasks of each queue running at once")
+	envFlag(f, "concurrency", "IP2A_OPS_WORKER_CONCURRENCY")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", tasks.DefaultStopTimeout, "on SIGTERM, how long running tasks may go on before they are cancelled and given back")
+	envFlag(f, "stop-timeout", "IP2A_OPS_WORKER_STOP_TIMEOUT")
+	f.DurationVar(&o.taskTimeout, "task-timeout", tasks.DefaultTimeout, "cancel an attempt that runs longer than this (it counts as failed)")
+	envFlag(f, "task-timeout", "IP2A_OPS_TASK_TIMEOUT")
+	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "run again a task left running this long by a dead worker (default: --task-timeout + 10m)")
+	envFlag(f, "rescue-after", "IP2A_OPS_RESCUE_AFTER")
+	return c
+}
+
+func runWorker(ctx context.Context, d *deps, o workerOptions) error {
+	if o.concurrency < 1 {
+		return exitcode.Usagef("--concurrency 4", "--concurrency must be at least 1")
+	}
+	if _, err := d.opsDB(ctx); err != nil { // schema current (or --auto-migrate)
+		return err
+	}
+	// A pool of its own, big enough for every running task plus River's
+	// listener, fetchers and completer.
+	url, err := d.dbURL()
+	if err != nil {
+		return err
+	}
+	pool, err := dbconn.Open(ctx, url, dbconn.Options{MaxConns: int32(len(o.queues)*o.concurrency + 6), ConnectTimeout: d.g.connectTimeout})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return tasks.RunWorker(ctx, pool, tasks.WorkerOptions{
+		Schema: d.g.schema, Handlers: taskHandlers(), Queues: o.queues, Concurrency: o.concurrency,
+		StopTimeout: o.stopTimeout, Timeout: o.taskTimeout, RescueAfter: o.rescueAfter, Logger: d.logger,
+	})
+}
