@@ -44,7 +44,9 @@ type RiverOptions struct {
 	// does not notify (riverqueue-python) waits up to this long.
 	PollInterval time.Duration
 	// FetchCooldown is the least time between two fetches of a queue
-	// (default 100 ms); it caps a worker's pick-up rate.
+	// (default DefaultFetchCooldown). A task enqueued within it after the
+	// last fetch waits for it to pass, so it bounds enqueue-to-start
+	// latency; River's own default is 100 ms.
 	FetchCooldown time.Duration
 	// LeaderElectionDisabled keeps this client out of maintenance (rescue,
 	// scheduling, cleanup): benchmarks only.
@@ -52,8 +54,11 @@ type RiverOptions struct {
 	Logger                 *slog.Logger
 }
 
-// DefaultTimeout bounds one attempt of a task.
-const DefaultTimeout = time.Hour
+// Defaults for RiverOptions.
+const (
+	DefaultTimeout       = time.Hour             // bounds one attempt of a task
+	DefaultFetchCooldown = 20 * time.Millisecond // least time between two fetches
+)
 
 // River is the durable Service on River.
 type River struct {
@@ -84,6 +89,9 @@ func NewRiver(pool *pgxpool.Pool, opts RiverOptions) (*River, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
+	}
+	if opts.FetchCooldown <= 0 {
+		opts.FetchCooldown = DefaultFetchCooldown
 	}
 	if opts.RescueAfter <= 0 {
 		opts.RescueAfter = opts.Timeout + 10*time.Minute

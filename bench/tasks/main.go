@@ -1,0 +1,299 @@
+// Command tasks benchmarks the task queue with real worker processes:
+// an idle `ip2a-ops worker`'s memory and CPU, enqueue-to-start latency with
+// an idle worker (River's LISTEN/NOTIFY wakes it), and the throughput of
+// no-op tasks with one and two worker processes, beside bare River's no-op
+// throughput measured the same way in the same run (a minimal River program:
+// this binary re-run with -bare-worker, with the same slots and fetch
+// cooldown).
+//
+//	go run ./bench/tasks                       # throwaway cluster
+//	go run ./bench/tasks -database-url postgres://postgres@127.0.0.1:5432/postgres -idle 60s
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/tasks"
+)
+
+func main() {
+	dbURL := flag.String("database-url", os.Getenv("DATABASE_URL"), "server to create the bench database on (default: a throwaway cluster)")
+	idle := flag.Duration("idle", time.Minute, "idle measurement window")
+	samples := flag.Int("latency-samples", 100, "tasks enqueued one by one for the latency figure")
+	n := flag.Int("tasks", 20000, "no-op tasks per throughput run")
+	conc := flag.Int("concurrency", 100, "tasks running at once per worker process (both sides)")
+	bare := flag.String("bare-worker", "", "internal: run a bare River no-op worker on this database URL")
+	flag.Parse()
+	if *bare != "" {
+		if err := bareWorker(*bare, *conc); err != nil {
+			fmt.Fprintln(os.Stderr, "bare worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*dbURL, *idle, *samples, *n, *conc); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/tasks:", err)
+		os.Exit(1)
+	}
+}
+
+func run(admin string, idle time.Duration, samples, n, conc int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ip2a-bench-tasks-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "ip2a-ops")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if admin == "" {
+		cl, err := pgcluster.Start(ctx, pgcluster.Options{})
+		if err != nil {
+			return err
+		}
+		defer cl.Stop()
+		admin = cl.URL("postgres")
+	}
+	ap, err := pgxpool.New(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer ap.Close()
+	var version string
+	_ = ap.QueryRow(ctx, "SHOW server_version").Scan(&version)
+	fmt.Printf("PostgreSQL %s, %d CPUs, %s\n", version, runtime.NumCPU(), runtime.Version())
+
+	const name = "bench_tasks"
+	_, _ = ap.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	if _, err := ap.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return err
+	}
+	defer ap.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck
+	u, _ := url.Parse(admin)
+	u.Path = "/" + name
+	db := u.String()
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := migrate.Up(ctx, pool, migrate.DefaultSchema); err != nil {
+		return err
+	}
+	svc, err := tasks.NewRiver(pool, tasks.RiverOptions{})
+	if err != nil {
+		return err
+	}
+
+	worker := func(c int) *exec.Cmd {
+		return exec.Command(bin, "--database-url", db, "--log-level", "warn", "worker", "--concurrency", strconv.Itoa(c))
+	}
+	start := func(cs ...*exec.Cmd) error {
+		for _, c := range cs {
+			c.Stdout, c.Stderr = nil, os.Stderr
+			if err := c.Start(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	stop := func(cs ...*exec.Cmd) {
+		for _, c := range cs {
+			_ = c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cs {
+			_ = c.Wait()
+		}
+	}
+
+	// 1. An idle worker: memory and CPU; then enqueue-to-start latency.
+	w := worker(4)
+	if err := start(w); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second) // start-up: connect, elect a leader, first fetch
+	t0, c0 := time.Now(), cpuTicks(w.Process.Pid)
+	maxRSS := 0
+	for time.Since(t0) < idle {
+		maxRSS = max(maxRSS, rssKB(w.Process.Pid))
+		time.Sleep(time.Second)
+	}
+	cpu := float64(cpuTicks(w.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100 // USER_HZ=100
+	fmt.Printf("idle worker (4 slots), %s: max RSS %.1f MB, CPU %.3f%% of one core   (goal: <= 40 MB, < 0.5%%)\n", idle, float64(maxRSS)/1024, cpu)
+
+	var lat []time.Duration
+	for range samples {
+		e, err := svc.Enqueue(ctx, "noop", nil, tasks.EnqueueOptions{})
+		if err != nil {
+			return err
+		}
+		r, err := waitStarted(ctx, svc, e.ID)
+		if err != nil {
+			return err
+		}
+		lat = append(lat, r.AttemptedAt.Sub(r.CreatedAt))
+		time.Sleep(100 * time.Millisecond) // the worker is idle again before the next one
+	}
+	slices.Sort(lat)
+	fmt.Printf("enqueue-to-start, idle worker, %d tasks one at a time: p50 %s, p99 %s, max %s   (goal: p99 <= 100 ms)\n",
+		len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(time.Millisecond))
+	stop(w)
+
+	// 2. Throughput: n no-op tasks already queued, then the workers start;
+	// the rate is n over first start to last finish, from River's rows.
+	through := func(label, kind string, procs ...*exec.Cmd) error {
+		if _, err := pool.Exec(ctx, `TRUNCATE ip2a_ops.river_job`); err != nil {
+			return err
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO ip2a_ops.river_job (args, kind, max_attempts, priority, queue, state)
+			SELECT '{}', $1, 5, 1, 'default', 'available' FROM generate_series(1, $2)`, kind, n); err != nil {
+			return err
+		}
+		if err := start(procs...); err != nil {
+			return err
+		}
+		defer stop(procs...)
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			var done int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.river_job WHERE state = 'completed'`).Scan(&done); err != nil {
+				return err
+			}
+			if done == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: only %d of %d tasks completed", label, done, n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		var secs float64
+		var perProc []int
+		if err := pool.QueryRow(ctx, `SELECT extract(epoch FROM max(finalized_at) - min(attempted_at)),
+			array_agg(c ORDER BY c DESC) FROM (SELECT count(*) AS c, max(finalized_at) AS finalized_at, min(attempted_at) AS attempted_at
+			FROM ip2a_ops.river_job GROUP BY attempted_by[1]) x`).Scan(&secs, &perProc); err != nil {
+			return err
+		}
+		fmt.Printf("%-34s %6d tasks in %6.2f s: %7.0f tasks/s   (per process: %v)\n", label, n, secs, float64(n)/secs, perProc)
+		return nil
+	}
+	fmt.Printf("throughput, %d no-op tasks queued before the workers start, %d slots per process:\n", n, conc)
+	bareCmd := func() *exec.Cmd { return exec.Command(self, "-bare-worker", db, "-concurrency", strconv.Itoa(conc)) }
+	if err := through("  bare River, 1 process", "bare_noop", bareCmd()); err != nil {
+		return err
+	}
+	if err := through("  ip2a-ops worker, 1 process", "noop", worker(conc)); err != nil {
+		return err
+	}
+	if err := through("  bare River, 2 processes", "bare_noop", bareCmd(), bareCmd()); err != nil {
+		return err
+	}
+	if err := through("  ip2a-ops worker, 2 processes", "noop", worker(conc), worker(conc)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func waitStarted(ctx context.Context, svc tasks.Service, id tasks.ID) (tasks.Result, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := svc.Status(ctx, id)
+		if err != nil || r.AttemptedAt != nil {
+			return r, err
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("task %d never started", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// bareNoop is the minimal River job the comparison runs.
+type bareNoop struct{}
+
+func (bareNoop) Kind() string { return "bare_noop" }
+
+// bareWorker is River with nothing of ip2a-ops: a typed no-op worker, the
+// same schema and the same slots, until SIGTERM.
+func bareWorker(db string, conc int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, j *river.Job[bareNoop]) error {
+		return river.RecordOutput(ctx, json.RawMessage(`{}`))
+	}))
+	client, err := river.NewClient[pgx.Tx](riverpgxv5.New(pool), &river.Config{
+		Schema: migrate.DefaultSchema, Workers: workers,
+		Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: conc}},
+		// The same fetch cooldown as ip2a-ops's workers (River's default is
+		// 100 ms), so both sides fetch alike.
+		FetchCooldown: tasks.DefaultFetchCooldown,
+	})
+	if err != nil {
+		return err
+	}
+	if err := client.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return client.Stop(sctx)
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	i := min(max((len(ds)*p+99)/100, 1), len(ds))
+	return ds[i-1].Round(time.Millisecond)
+}
+
+func rssKB(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			n, _ := strconv.Atoi(strings.Fields(l)[1])
+			return n
+		}
+	}
+	return 0
+}
+
+func cpuTicks(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
