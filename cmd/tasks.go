@@ -133,26 +133,21 @@ func runTasksEnqueue(ctx context.Context, d *deps, kind string, o tasksEnqueueOp
 	return nil
 }
 
-// taskExit is the exit code `tasks status` reports for a task's state.
-type taskExit struct{ r tasks.Result }
-
-func (e *taskExit) Error() string {
-	if msg := e.r.LastError(); e.r.State == tasks.StateFailed && msg != "" {
-		return fmt.Sprintf("task %d is %s: %s", e.r.ID, e.r.State, msg)
+// taskExit is the error `tasks status` ends with for a task that is not
+// completed: its outcome gives the documented exit code.
+func taskExit(r tasks.Result) error {
+	msg := fmt.Sprintf("task %d is %s", r.ID, r.State)
+	if last := r.LastError(); r.State == tasks.StateFailed && last != "" {
+		msg += ": " + last
 	}
-	return fmt.Sprintf("task %d is %s", e.r.ID, e.r.State)
-}
-
-func (e *taskExit) ExitCode() int {
-	switch e.r.State {
-	case tasks.StateCompleted:
-		return exitcode.OK
+	outcome := exitcode.OutcomeSkipped // not finished yet: exit 4
+	switch r.State {
 	case tasks.StateFailed:
-		return exitcode.Failed
+		outcome = exitcode.OutcomeFailed
 	case tasks.StateCancelled:
-		return exitcode.Problems
+		outcome = exitcode.OutcomeFindings // exit 3
 	}
-	return exitcode.Skipped
+	return exitcode.WithOutcome(errors.New(msg), outcome)
 }
 
 func newTasksStatusCmd(d *deps) *cobra.Command {
@@ -192,7 +187,7 @@ task to finish (completed, failed or cancelled) first.
 			if r.State == tasks.StateCompleted {
 				return nil
 			}
-			return &taskExit{r}
+			return taskExit(r)
 		},
 	}
 	c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the task to finish")

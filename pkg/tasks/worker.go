@@ -105,18 +105,16 @@ func RunWorker(ctx context.Context, pool *pgxpool.Pool, o WorkerOptions) error {
 	return nil
 }
 
-// CheckSchema returns a usage error (exit 2) naming `ip2a-ops migrate` when
-// River's tables in schema are missing or older than this binary.
+// CheckSchema returns an error wrapping migrate.ErrNotMigrated (a usage
+// error, exit 2, whose hint is `ip2a-ops migrate`) when River's tables in
+// schema are missing or older than this binary.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	missing, err := migrate.RiverMissing(ctx, pool, schema)
 	if err != nil {
 		return err
 	}
 	if len(missing) > 0 {
-		return &exitcode.UsageError{
-			Err:  fmt.Errorf("the task queue's tables in schema %s are missing or old (River migrations %v not applied): %w", schema, missing, migrate.ErrNotMigrated),
-			Hint: "ip2a-ops migrate   (or pass --auto-migrate / set IP2A_OPS_AUTO_MIGRATE=1)",
-		}
+		return fmt.Errorf("the task queue's tables in schema %s are missing or old (River migrations %v not applied): %w", schema, missing, migrate.ErrNotMigrated)
 	}
 	return nil
 }
