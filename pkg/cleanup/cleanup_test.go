@@ -22,15 +22,16 @@ func newDB(t *testing.T, g fixture.Generation) *pgxpool.Pool {
 	require.NoError(t, fixture.LoadSchema(ctx, pool, g))
 	// Two users: 1 locked with an expired lock, 2 locked into the future.
 	_, err = pool.Exec(ctx, `
-		INSERT INTO users (id, email, password_hash, first_name, last_name, failed_login_attempts, locked_until, created_at, updated_at)
-		VALUES (1, 'a@x', 'h', 'A', 'A', 5, now() - interval '1 hour', now(), now()),
-		       (2, 'b@x', 'h', 'B', 'B', 6, now() + interval '1 hour', now(), now()),
-		       (3, 'c@x', 'h', 'C', 'C', 2, NULL, now(), now());
-		INSERT INTO email_tokens (user_id, token_hash, token_type, expires_at, created_at, updated_at) VALUES
-		  (1, 'expired-verify', 'EMAIL_VERIFICATION', now() - interval '1 minute', now(), now()),
-		  (1, 'live-verify', 'EMAIL_VERIFICATION', now() + interval '1 day', now(), now()),
-		  (1, 'old-reset', 'PASSWORD_RESET', now() + interval '30 days', now() - interval '8 days', now()),
-		  (1, 'new-reset', 'PASSWORD_RESET', now() + interval '30 days', now() - interval '6 days', now());
+		INSERT INTO users (id, email, password_hash, first_name, last_name, is_active, is_verified, must_change_password,
+		                   failed_login_attempts, locked_until, created_at, updated_at, is_deleted)
+		VALUES (1, 'a@x', 'h', 'A', 'A', true, true, false, 5, now() - interval '1 hour', now(), now(), false),
+		       (2, 'b@x', 'h', 'B', 'B', true, true, false, 6, now() + interval '1 hour', now(), now(), false),
+		       (3, 'c@x', 'h', 'C', 'C', true, true, false, 2, NULL, now(), now(), false);
+		INSERT INTO email_tokens (user_id, token_hash, token_type, is_used, expires_at, created_at, updated_at) VALUES
+		  (1, 'expired-verify', 'EMAIL_VERIFICATION', false, now() - interval '1 minute', now(), now()),
+		  (1, 'live-verify', 'EMAIL_VERIFICATION', false, now() + interval '1 day', now(), now()),
+		  (1, 'old-reset', 'PASSWORD_RESET', false, now() + interval '30 days', now() - interval '8 days', now()),
+		  (1, 'new-reset', 'PASSWORD_RESET', false, now() + interval '30 days', now() - interval '6 days', now());
 		INSERT INTO refresh_tokens (user_id, token_hash, expires_at, is_revoked, created_at, updated_at) VALUES
 		  (1, 'expired-long-ago', now() - interval '8 days', false, now(), now()),
 		  (1, 'expired-recently', now() - interval '1 day', false, now(), now()),

@@ -31,28 +31,28 @@ func org(id int, deleted string) string {
 }
 
 func contact(id, orgID int, primary bool) string {
-	return fmt.Sprintf(`INSERT INTO organization_contacts (id, organization_id, first_name, last_name, is_primary, created_at, updated_at)
-		VALUES (%d, %d, 'Pat', 'Contact', %t, '2024-01-01', '2024-01-01')`, id, orgID, primary)
+	return fmt.Sprintf(`INSERT INTO organization_contacts (id, organization_id, first_name, last_name, is_primary, created_at, updated_at, is_deleted)
+		VALUES (%d, %d, 'Pat', 'Contact', %t, '2024-01-01', '2024-01-01', false)`, id, orgID, primary)
 }
 
 func attach(id int, recordType string, recordID int, path string, size int) string {
-	return fmt.Sprintf(`INSERT INTO file_attachments (id, record_type, record_id, file_name, file_path, file_size, created_at, updated_at)
-		VALUES (%d, '%s', %d, 'f.pdf', '%s', %d, '2024-01-01', '2024-01-01')`, id, recordType, recordID, path, size)
+	return fmt.Sprintf(`INSERT INTO file_attachments (id, record_type, record_id, file_name, file_path, file_type, file_size, created_at, updated_at, is_deleted)
+		VALUES (%d, '%s', %d, 'f.pdf', '%s', 'application/pdf', %d, '2024-01-01', '2024-01-01', false)`, id, recordType, recordID, path, size)
 }
 
 func payment(id, memberID int, period, status, due, paid string) string {
-	return fmt.Sprintf(`INSERT INTO dues_payments (id, member_id, period_id, amount_due, amount_paid, status, created_at, updated_at)
-		VALUES (%d, %d, %s, %s, %s, '%s', '2024-01-01', '2024-01-01')`, id, memberID, period, due, paid, status)
+	return fmt.Sprintf(`INSERT INTO dues_payments (id, member_id, period_id, amount_due, amount_paid, status, created_at, updated_at, is_deleted)
+		VALUES (%d, %d, %s, %s, %s, '%s', '2024-01-01', '2024-01-01', false)`, id, memberID, period, due, paid, status)
 }
 
 func grant(id int, start, end, total, allowed string) string {
-	return fmt.Sprintf(`INSERT INTO grants (id, name, grant_number, total_amount, start_date, end_date, allowable_categories, created_at, updated_at)
-		VALUES (%d, 'Planted grant', 'PG-%d', %s, '%s', %s, %s, '2024-01-01', '2024-01-01')`, id, id, total, start, end, allowed)
+	return fmt.Sprintf(`INSERT INTO grants (id, name, grant_number, total_amount, start_date, end_date, allowable_categories, is_active, created_at, updated_at, is_deleted)
+		VALUES (%d, 'Planted grant', 'PG-%d', %s, '%s', %s, %s, true, '2024-01-01', '2024-01-01', false)`, id, id, total, start, end, allowed)
 }
 
 func expense(id, grantID int, category, price, purchased string) string {
-	return fmt.Sprintf(`INSERT INTO expenses (id, grant_id, item, category, total_price, purchased_at, created_at, updated_at)
-		VALUES (%d, %d, 'Planted item', %s, %s, '%s', '2024-01-01', '2024-01-01')`, id, grantID, category, price, purchased)
+	return fmt.Sprintf(`INSERT INTO expenses (id, grant_id, item, quantity, unit_price, category, total_price, purchased_at, created_at, updated_at, is_deleted)
+		VALUES (%d, %d, 'Planted item', 1, %[4]s, %[3]s, %[4]s, '%[5]s', '2024-01-01', '2024-01-01', false)`, id, grantID, category, price, purchased)
 }
 
 func grantEnrollment(id, grantID int, enrolled, status, completed, outcome, outcomeDate, employer string) string {
@@ -61,13 +61,13 @@ func grantEnrollment(id, grantID int, enrolled, status, completed, outcome, outc
 }
 
 func student(id, memberID int, status, enrolled, completed string) string {
-	return fmt.Sprintf(`INSERT INTO students (id, member_id, student_number, status, application_date, enrollment_date, actual_completion_date, created_at, updated_at)
-		VALUES (%d, %d, 'S%d', '%s', '2023-12-01', %s, %s, '2024-01-01', '2024-01-01')`, id, memberID, id, status, enrolled, completed)
+	return fmt.Sprintf(`INSERT INTO students (id, member_id, student_number, status, application_date, enrollment_date, actual_completion_date, created_at, updated_at, is_deleted)
+		VALUES (%d, %d, 'S%d', '%s', '2023-12-01', %s, %s, '2024-01-01', '2024-01-01', false)`, id, memberID, id, status, enrolled, completed)
 }
 
 func user(id int, lockedUntil string) string {
-	return fmt.Sprintf(`INSERT INTO users (id, email, password_hash, first_name, last_name, locked_until, created_at, updated_at)
-		VALUES (%d, 'planted%d@example.org', 'x', 'Pat', 'User', %s, '2024-01-01', '2024-01-01')`, id, id, lockedUntil)
+	return fmt.Sprintf(`INSERT INTO users (id, email, password_hash, first_name, last_name, is_active, is_verified, failed_login_attempts, must_change_password, locked_until, created_at, updated_at, is_deleted)
+		VALUES (%d, 'planted%d@example.org', 'x', 'Pat', 'User', true, true, 0, false, %s, '2024-01-01', '2024-01-01', false)`, id, id, lockedUntil)
 }
 
 const (
@@ -121,12 +121,12 @@ func plantCases() []plantCase {
 		{"student_completion_before_enrollment", []string{member(900001, "INACTIVE"), student(900001, 900001, "DROPPED", "'2024-02-01'", "'2024-01-15'")}, []string{"900001"}},
 		{"student_completed_without_date", []string{member(900001, "INACTIVE"), student(900001, 900001, "COMPLETED", "'2024-02-01'", "NULL")}, []string{"900001"}},
 		{"email_tokens_left_behind", []string{user(900001, "NULL"),
-			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, expires_at, created_at, updated_at) VALUES (900001, 900001, 'h1', 'EMAIL_VERIFICATION', '2001-01-01', '2000-12-31', '2000-12-31')`,
-			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, expires_at, created_at, updated_at) VALUES (900002, 900001, 'h2', 'PASSWORD_RESET', now() + interval '1 day', '2001-01-01', '2001-01-01')`,
-			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, expires_at, created_at, updated_at) VALUES (900003, 900001, 'h3', 'EMAIL_VERIFICATION', now() + interval '1 day', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')`},
+			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, is_used, expires_at, created_at, updated_at) VALUES (900001, 900001, 'h1', 'EMAIL_VERIFICATION', false, '2001-01-01', '2000-12-31', '2000-12-31')`,
+			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, is_used, expires_at, created_at, updated_at) VALUES (900002, 900001, 'h2', 'PASSWORD_RESET', false, now() + interval '1 day', '2001-01-01', '2001-01-01')`,
+			`INSERT INTO email_tokens (id, user_id, token_hash, token_type, is_used, expires_at, created_at, updated_at) VALUES (900003, 900001, 'h3', 'EMAIL_VERIFICATION', false, now() + interval '1 day', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')`},
 			[]string{"900001", "900002"}},
 		{"refresh_tokens_left_behind", []string{user(900001, "NULL"),
-			`INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, created_at, updated_at) VALUES (900001, 900001, 'r1', '2001-01-01', '2000-12-01', '2000-12-01')`,
+			`INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, is_revoked, created_at, updated_at) VALUES (900001, 900001, 'r1', '2001-01-01', false, '2000-12-01', '2000-12-01')`,
 			`INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, is_revoked, revoked_at, created_at, updated_at) VALUES (900002, 900001, 'r2', now() + interval '30 days', true, '2001-01-01', '2000-12-01', '2000-12-01')`,
 			`INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, is_revoked, revoked_at, created_at, updated_at) VALUES (900003, 900001, 'r3', now() + interval '30 days', true, now(), '2000-12-01', '2000-12-01')`},
 			[]string{"900001", "900002"}},

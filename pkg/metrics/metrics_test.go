@@ -45,13 +45,14 @@ func TestAdminFiguresCountExactlyWhatTheyShould(t *testing.T) {
 		('T-2', 'B', 'B', 'ACTIVE', 'JOURNEYMAN', `+mix+`, true, '2025-02-01'),
 		('T-3', 'C', 'C', 'INACTIVE', 'JOURNEYMAN', `+mix+`, false, NULL),
 		('T-4', 'D', 'D', 'ACTIVE', 'JOURNEYMAN', `+mix+`, false, '2025-02-01')`) // deleted_at alone also hides it
-	exec(t, pool, `INSERT INTO users (email, password_hash, first_name, last_name, last_login, created_at, updated_at, is_deleted) VALUES
-		('t1@x', 'h', 'a', 'a', '2025-06-15 00:00:01+00', `+mix+`, false),
-		('t2@x', 'h', 'b', 'b', '2025-06-14 23:59:59+00', `+mix+`, false),
-		('t3@x', 'h', 'c', 'c', '2025-06-15 09:00:00+00', `+mix+`, true)`)
-	exec(t, pool, `INSERT INTO audit_logs (table_name, action, changed_at) VALUES
-		('members', 'READ', '2025-06-15 00:00:00'), ('members', 'READ', '2025-06-15 11:59:00'),
-		('members', 'READ', '2025-06-09 00:00:00'), ('members', 'READ', '2025-06-08 23:59:59')`)
+	exec(t, pool, `INSERT INTO users (email, password_hash, first_name, last_name, is_active, is_verified, failed_login_attempts, must_change_password,
+			last_login, created_at, updated_at, is_deleted) VALUES
+		('t1@x', 'h', 'a', 'a', true, true, 0, false, '2025-06-15 00:00:01+00', `+mix+`, false),
+		('t2@x', 'h', 'b', 'b', true, true, 0, false, '2025-06-14 23:59:59+00', `+mix+`, false),
+		('t3@x', 'h', 'c', 'c', true, true, 0, false, '2025-06-15 09:00:00+00', `+mix+`, true)`)
+	exec(t, pool, `INSERT INTO audit_logs (table_name, record_id, action, changed_at) VALUES
+		('members', '1', 'READ', '2025-06-15 00:00:00'), ('members', '1', 'READ', '2025-06-15 11:59:00'),
+		('members', '1', 'READ', '2025-06-09 00:00:00'), ('members', '1', 'READ', '2025-06-08 23:59:59')`)
 	exec(t, pool, `INSERT INTO dues_payments (member_id, period_id, amount_due, amount_paid, payment_date, status, created_at, updated_at, is_deleted)
 		SELECT (SELECT min(id) FROM members), (SELECT min(id) FROM dues_periods), 50, v.paid, v.day::date, v.status::duespaymentstatus, `+mix+`, v.deleted
 		FROM (VALUES (100.50, '2025-06-14', 'PAID', false), (20, '2025-05-16', 'PARTIAL', false), (45, '2025-05-15', 'PAID', false),
