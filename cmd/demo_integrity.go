@@ -11,9 +11,9 @@ import (
 func demoIntegrity(ctx context.Context, d *deps, env *demoEnv) error {
 	plants := []struct{ what, sql string }{
 		{"an expense charged to a grant but bought before the grant started (warning)",
-			`INSERT INTO expenses (id, grant_id, item, category, total_price, purchased_at, created_at, updated_at)
-			 SELECT 900001, id, 'Demo: bought before the grant started', allowable_categories->>0, 120, start_date - 30,
-			        now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+			`INSERT INTO expenses (id, grant_id, item, quantity, unit_price, category, total_price, purchased_at, created_at, updated_at, is_deleted)
+			 SELECT 900001, id, 'Demo: bought before the grant started', 1, 120, allowable_categories->>0, 120, start_date - 30,
+			        now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', false
 			 FROM grants WHERE NOT is_deleted ORDER BY id LIMIT 1`},
 		{"two paid dues bills of the oldest month turned back to DUE (warning, repairable)",
 			`UPDATE dues_payments SET status = 'DUE', amount_paid = 0, payment_date = NULL, payment_method = NULL, receipt_number = NULL
