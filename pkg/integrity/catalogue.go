@@ -211,11 +211,16 @@ func builtinChecks() []*check {
 				return softDeleteQuery(q, "t.is_deleted AND t.deleted_at IS NULL")
 			},
 			repair: &repair{
-				description: "set deleted_at = updated_at (the flag is kept; the time of the last change is the best known deletion time)",
+				description: "set deleted_at = updated_at, or created_at where updated_at is empty (the flag is kept; the time of the last change is the best known deletion time)",
 				targets: func(q *qctx) []repairTarget {
 					var out []repairTarget
 					for _, t := range q.s.tablesWith("id", "is_deleted", "deleted_at", "updated_at") {
-						out = append(out, repairTarget{table: t, where: "t.is_deleted AND t.deleted_at IS NULL", set: []assignment{{"deleted_at", "t.updated_at"}}})
+						// member_notes.updated_at is nullable and has no default.
+						when := "t.updated_at"
+						if q.s.HasColumns(t, "created_at") {
+							when = "coalesce(t.updated_at, t.created_at)"
+						}
+						out = append(out, repairTarget{table: t, where: "t.is_deleted AND t.deleted_at IS NULL", set: []assignment{{"deleted_at", when}}})
 					}
 					return out
 				},

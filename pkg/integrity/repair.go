@@ -97,7 +97,7 @@ func applyRepair(ctx context.Context, o Options, q *qctx, c *check, rr *RepairRe
 		for _, t := range c.repair.targets(q) {
 			var rows, audits int64
 			var ids []string
-			if err := tx.QueryRow(ctx, repairSQL(c, t), args(o)).Scan(&rows, &audits, &ids); err != nil {
+			if err := tx.QueryRow(ctx, repairSQL(q.s, c, t), args(o)).Scan(&rows, &audits, &ids); err != nil {
 				return fmt.Errorf("repair %s: %w", t.table, err)
 			}
 			if rows != audits {
@@ -123,7 +123,7 @@ func idExpr(c *check, table string) string {
 	return `t.id::text`
 }
 
-func repairSQL(c *check, t repairTarget) string {
+func repairSQL(s *schemaInfo, c *check, t repairTarget) string {
 	var cols, sets, oldKV, newKV, fields []string
 	for _, a := range t.set {
 		cols = append(cols, "t."+ident(a.col))
@@ -134,8 +134,13 @@ func repairSQL(c *check, t repairTarget) string {
 	}
 	ut := ""
 	if !containsCol(t.set, "updated_at") {
-		// The app's mixin moves updated_at on every change; so do we.
+		// The app's mixin moves updated_at on every change; so do we. Most
+		// tables keep naive UTC times, member_notes timestamptz: a naive
+		// time there would be read in the session's time zone.
 		ut = `, updated_at = (now() AT TIME ZONE 'UTC')`
+		if s.ColumnType(t.table, "updated_at") == "timestamp with time zone" {
+			ut = `, updated_at = now()`
+		}
 	}
 	tbl := ident(t.table)
 	return `WITH old AS (

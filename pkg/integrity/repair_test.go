@@ -118,3 +118,35 @@ func TestRepairDryRunThenApply(t *testing.T) {
 	require.Equal(t, int64(0), again.Repairs[0].Rows)
 	require.Equal(t, before+3, auditCount())
 }
+
+// member_notes (newer generation) keeps its times as timestamptz and may
+// have no updated_at: the soft-delete repair takes created_at then, and
+// stamps updated_at with the instant itself, whatever the session's time
+// zone, instead of a UTC wall-clock time read in that zone.
+func TestSoftDeleteRepairOnTimestamptzTable(t *testing.T) {
+	t.Parallel()
+	pool, _ := cloneDB(t, fixture.Newer)
+	ctx := t.Context()
+	var db string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_database()`).Scan(&db))
+	exec(t, pool,
+		`ALTER DATABASE `+db+` SET TimeZone = 'America/Los_Angeles'`,
+		`INSERT INTO member_notes (id, member_id, note_text, visibility, is_deleted, deleted_at, created_at, updated_at)
+			VALUES (900001, (SELECT min(id) FROM members), 'planted', 'staff_only', true, NULL, '2024-03-01 10:00:00+00', NULL)`)
+	pool.Reset() // new sessions take the database's time zone
+
+	res, err := Run(ctx, Options{Pool: pool, Only: []string{"soft_delete"}, Repair: true, Apply: true})
+	require.NoError(t, err)
+	require.Len(t, res.Repairs, 1)
+	require.Equal(t, int64(1), res.Repairs[0].Rows)
+	require.Equal(t, []string{"member_notes:900001"}, res.Repairs[0].SampleIDs)
+
+	var deletedAt, updatedAt time.Time
+	require.NoError(t, pool.QueryRow(ctx, `SELECT deleted_at, updated_at FROM member_notes WHERE id = 900001`).Scan(&deletedAt, &updatedAt))
+	require.Equal(t, time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC), deletedAt.UTC())
+	require.WithinDuration(t, time.Now(), updatedAt, time.Minute)
+
+	again, err := Run(ctx, Options{Pool: pool, Only: []string{"soft_delete"}})
+	require.NoError(t, err)
+	require.Empty(t, findings(again), "the repair left nothing behind")
+}
