@@ -155,7 +155,7 @@ func steps(in *dbschema.Info) []step {
 			params: func(Options) []any { return nil },
 		},
 		{
-			name: "old_password_reset_tokens", table: "email_tokens", cols: []string{"token_type", "created_at"},
+			name: "old_password_reset_tokens", table: "email_tokens", cols: []string{"token_type", "created_at", "expires_at"},
 			needs: func(in *dbschema.Info) string {
 				if resetLabel == "" {
 					return "enum token_type_enum has no PASSWORD_RESET label"
@@ -186,7 +186,7 @@ func steps(in *dbschema.Info) []step {
 		{
 			name: "unlock_users", table: "users", cols: []string{"id", "locked_until", "failed_login_attempts", "updated_at"},
 			needs: func(in *dbschema.Info) string {
-				return in.Missing("audit_logs", "table_name", "record_id", "action", "old_values", "new_values", "changed_by", "changed_at")
+				return in.Missing("audit_logs", "table_name", "record_id", "action", "old_values", "new_values", "changed_fields", "changed_by", "changed_at", "notes")
 			},
 			count: func(*dbschema.Info) string {
 				return `SELECT count(*) FROM users WHERE locked_until IS NOT NULL AND locked_until < now()`

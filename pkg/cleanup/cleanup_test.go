@@ -112,6 +112,20 @@ func TestMissingTablesAreSkipped(t *testing.T) {
 	require.Equal(t, "table audit_logs does not exist", res.Steps[3].Skipped)
 }
 
+// Every audit_logs column the unlock step writes is probed first: without
+// one the step is skipped with the reason instead of failing the run.
+func TestUnlockNeedsEveryAuditColumnItWrites(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t, fixture.Older)
+	_, err := pool.Exec(t.Context(), `ALTER TABLE audit_logs DROP COLUMN notes`)
+	require.NoError(t, err)
+	res, err := Run(t.Context(), Options{Pool: pool})
+	require.NoError(t, err)
+	require.Equal(t, "unlock_users", res.Steps[3].Name)
+	require.Equal(t, "column audit_logs.notes does not exist", res.Steps[3].Skipped)
+	require.Equal(t, int64(1), res.Steps[0].Rows, "the other steps ran")
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	_, err := Run(t.Context(), Options{})
