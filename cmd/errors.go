@@ -53,6 +53,8 @@ var errorHints = []struct {
 		return "ip2a-ops grant-report --grant <id or number>"
 	}},
 	{sentinel(reports.ErrBadPeriod), fixed("--from must be on or before --to, and --to on or after the grant's start")},
+	{sentinel(reports.ErrBadStatus), fixed("ip2a-ops grant-report --all-active --status pending,active")},
+	{sentinel(reports.ErrNoStatus), fixed("ip2a-ops grant-report --all-active   (this schema's grants have no status: leave out --status)")},
 	{sentinel(audit.ErrNoHold), fixed("ip2a-ops audit-archive status")},
 	{sentinel(audit.ErrNotArchived), fixed("ip2a-ops audit-archive status")},
 	{sentinel(migrate.ErrNotMigrated), fixed("ip2a-ops migrate   (or pass --auto-migrate / set IP2A_OPS_AUTO_MIGRATE=1)")},

@@ -16,6 +16,7 @@ import (
 type grantReportOptions struct {
 	grant     string
 	allActive bool
+	statuses  []string
 	from, to  string
 	lastMonth bool
 	out       string
@@ -28,7 +29,9 @@ func newGrantReportCmd(d *deps) *cobra.Command {
 		Annotations: jobAnnotations,
 		Short:       "Write a grant's Excel workbook for the grant officer or funder",
 		Long: `Write the Excel workbook of one grant (--grant ID|NUMBER) or of every active
-grant (--all-active): Summary (identity, enrollment, money, outcomes,
+grant (--all-active, what the app itself calls active: is_active and not
+deleted; the app creates every grant with status 'pending', so the status
+does not count unless --status asks for it): Summary (identity, enrollment, money, outcomes,
 credentials, targets), Period (figures inside the reporting period next to
 the cumulative ones), Enrollments, Expenses, Expenses by category (against
 the grant's allowable categories, out-of-policy spend marked) and Notes (the
@@ -46,22 +49,30 @@ The file is grant_report_<grant number>_<period>.xlsx in --out (a directory,
 default the current one), or --out itself when it ends in .xlsx. It is
 written to a temporary name and renamed when whole.
 
+--status narrows --all-active to grants with one of the given statuses
+(pending, active, completed, closed, suspended; newer schema only). Every
+grant --all-active leaves out is listed with the reason, and a run that
+selects no grant at all fails (exit 1): a scheduled report that writes
+nothing must be seen.
+
 On the older schema without grant_enrollments, enrollment figures come from
 the students the grant's expenses were charged to, and the Notes say so.
 
-Exit codes: 0 written (also when --all-active finds no active grant),
-1 failed (e.g. the output cannot be written; no partial file is left),
-2 usage error (unknown grant, with the closest grant numbers; --from after
---to; a malformed date), 4 another grant-report is running, 130 interrupted.`,
+Exit codes: 0 written, 1 failed (the output cannot be written, no partial
+file is left; or --all-active selected no grant), 2 usage error (unknown
+grant, with the closest grant numbers; --from after --to; a malformed date;
+an unknown --status), 4 another grant-report is running, 130 interrupted.`,
 		Example: `  ip2a-ops grant-report --grant G-2026-001 --from 2026-07-01 --to 2026-09-30 --out reports/
   ip2a-ops grant-report --grant 3 --out q3.xlsx
-  ip2a-ops grant-report --all-active --last-month --out /var/lib/ip2a/reports`,
+  ip2a-ops grant-report --all-active --last-month --out /var/lib/ip2a/reports
+  ip2a-ops grant-report --all-active --status active,pending --out reports/`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runGrantReport(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.StringVar(&o.grant, "grant", "", "grant id or grant number")
-	f.BoolVar(&o.allActive, "all-active", false, "one workbook per active grant")
+	f.BoolVar(&o.allActive, "all-active", false, "one workbook per active grant (is_active and not deleted)")
+	f.StringSliceVar(&o.statuses, "status", nil, "with --all-active: only grants with one of these statuses (comma-separated)")
 	f.StringVar(&o.from, "from", "", "first day of the reporting period, YYYY-MM-DD (default: the grant's start)")
 	f.StringVar(&o.to, "to", "", "last day of the reporting period, YYYY-MM-DD (default: today, UTC)")
 	f.BoolVar(&o.lastMonth, "last-month", false, "report on the previous calendar month (UTC)")
@@ -72,13 +83,14 @@ Exit codes: 0 written (also when --all-active finds no active grant),
 
 // grantReportHints map grant-report's fields to its flags.
 var grantReportHints = fieldHints{
-	"Grant": "give --grant ID|NUMBER or --all-active (one of them), e.g. ip2a-ops grant-report --grant G-2026-001",
-	"Out":   "--out DIR (--all-active writes several workbooks)",
-	"":      "ip2a-ops grant-report --help",
+	"Grant":    "give --grant ID|NUMBER or --all-active (one of them), e.g. ip2a-ops grant-report --grant G-2026-001",
+	"Out":      "--out DIR (--all-active writes several workbooks)",
+	"Statuses": "--status goes with --all-active, e.g. ip2a-ops grant-report --all-active --status active",
+	"":         "ip2a-ops grant-report --help",
 }
 
 func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
-	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, LastMonth: o.lastMonth, Out: o.out}
+	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, Statuses: o.statuses, LastMonth: o.lastMonth, Out: o.out}
 	if o.lastMonth && (o.from != "" || o.to != "") {
 		return exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
 	}
@@ -106,15 +118,15 @@ func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
 }
 
 func printGrantReport(w io.Writer, r reports.GrantResult) {
-	if len(r.Reports) == 0 {
-		fmt.Fprintln(w, "no active grants: nothing written")
-	}
 	for _, g := range r.Reports {
 		fmt.Fprintf(w, "%s  %s  %s to %s  %d enrollments  %d expenses  spent %s of %s  %d bytes\n", g.Path, g.GrantNumber,
 			g.From, g.To, g.Enrollments, g.Expenses, dollars(g.SpentCents), dollars(g.BudgetCents), g.Bytes)
 		for _, n := range g.Notes {
 			fmt.Fprintf(w, "  note: %s\n", n)
 		}
+	}
+	for _, g := range r.LeftOut {
+		fmt.Fprintf(w, "left out: %s  %s: %s\n", g.GrantNumber, g.GrantName, g.Reason)
 	}
 }
 

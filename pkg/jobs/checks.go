@@ -144,6 +144,8 @@ type GrantReportArgs struct {
 	Versioned
 	Grant     string `json:"grant,omitempty"`
 	AllActive bool   `json:"all_active,omitempty"`
+	// Statuses narrows AllActive to these grant_status labels.
+	Statuses []string `json:"statuses,omitempty"`
 	// From and To are inclusive dates (zero: the library's defaults).
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
@@ -174,7 +176,7 @@ var GrantReport = &Def[GrantReportArgs, reports.GrantResult]{
 		if err != nil {
 			return nil, err
 		}
-		opts := reports.GrantOptions{Pool: pool, Grant: a.Grant, AllActive: a.AllActive, From: from, To: to, Out: a.Out,
+		opts := reports.GrantOptions{Pool: pool, Grant: a.Grant, AllActive: a.AllActive, Statuses: a.Statuses, From: from, To: to, Out: a.Out,
 			Now: env.Now(), ToolVersion: env.Version}
 		if err := opts.Validate(); err != nil {
 			return nil, usage(err)

@@ -105,7 +105,7 @@ var usageErrors = []error{
 	backup.ErrNotFound, backup.ErrToolMissing, backup.ErrSourceDatabase, backup.ErrTargetNotEmpty, backup.ErrTargetTooOld,
 	pgcluster.ErrNoBinaries,
 	audit.ErrNoHold, audit.ErrNotArchived,
-	reports.ErrUnknownGrant, reports.ErrBadPeriod,
+	reports.ErrUnknownGrant, reports.ErrBadPeriod, reports.ErrBadStatus, reports.ErrNoStatus,
 	migrate.ErrNotMigrated,
 }
 

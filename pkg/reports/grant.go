@@ -34,6 +34,17 @@ var ErrUnknownGrant = errors.New("unknown grant")
 // when only To is given and it falls before the grant's start).
 var ErrBadPeriod = errors.New("bad reporting period")
 
+// ErrBadStatus marks a Statuses value that is not a grant_status label.
+var ErrBadStatus = errors.New("unknown grant status")
+
+// ErrNoStatus marks Statuses asked of a database whose grants have no
+// status column (the older schema).
+var ErrNoStatus = errors.New("this database's grants have no status column (older schema)")
+
+// ErrNothingToReport marks an AllActive run that found no grant to report
+// on. A scheduled report that writes nothing must be seen, so it fails.
+var ErrNothingToReport = errors.New("no grant to report on")
+
 // UnknownGrantError says no grant matched and which grant numbers come
 // closest (at most three, nearest first; empty when there are no grants).
 type UnknownGrantError struct {
@@ -57,8 +68,12 @@ type GrantOptions struct {
 	// Grant is a grant's id or grant_number (an all-digit value is tried
 	// as an id first). Exactly one of Grant and AllActive.
 	Grant string
-	// AllActive writes one workbook per active, not soft-deleted grant.
+	// AllActive writes one workbook per grant the app calls active:
+	// is_active and not is_deleted.
 	AllActive bool
+	// Statuses narrows AllActive to grants whose status is one of these
+	// grant_status labels (newer schema only). Empty means any status.
+	Statuses []string
 	// From and To bound the reporting period, inclusive calendar dates
 	// (their time of day is ignored). Zero From is the grant's start date,
 	// zero To is Now's date (UTC).
@@ -93,15 +108,20 @@ func (o GrantOptions) Validate() error {
 	if !o.From.IsZero() && !o.To.IsZero() && dateOf(o.From).After(dateOf(o.To)) {
 		return exitcode.Fieldf("From", "%s is after To (%s): %w", o.From.Format(time.DateOnly), o.To.Format(time.DateOnly), ErrBadPeriod)
 	}
+	if len(o.Statuses) > 0 && !o.AllActive {
+		return exitcode.Fieldf("Statuses", "only with AllActive")
+	}
 	if o.AllActive && isXLSXName(o.Out) {
 		return exitcode.Fieldf("Out", "%q is a file name, but AllActive writes several workbooks; give a directory", o.Out)
 	}
 	return nil
 }
 
-// GrantResult lists the workbooks written, in grant-number order.
+// GrantResult lists the workbooks written, in grant-number order, and with
+// AllActive the grants left out and why.
 type GrantResult struct {
 	Reports []GrantReportFile `json:"reports"`
+	LeftOut []LeftOutGrant    `json:"left_out,omitempty"`
 }
 
 // GrantReportFile describes one workbook. Money is in cents.
@@ -150,7 +170,8 @@ func (o GrantOptions) withDefaults() GrantOptions {
 // and is written to a temporary file in the target directory, synced and
 // renamed, so a failure leaves no partial workbook. An unknown grant is an
 // *UnknownGrantError; a period ending before it starts wraps ErrBadPeriod.
-// With AllActive and no active grant the result is empty, not an error.
+// With AllActive, grants not selected are listed in LeftOut; when none is
+// selected the error wraps ErrNothingToReport (and LeftOut says why).
 func GrantReport(ctx context.Context, opts GrantOptions) (GrantResult, error) {
 	var res GrantResult
 	if err := opts.Validate(); err != nil {
@@ -163,8 +184,11 @@ func GrantReport(ctx context.Context, opts GrantOptions) (GrantResult, error) {
 	var ids []int32
 	if o.AllActive {
 		var err error
-		if ids, err = activeGrants(ctx, o.Pool, o.Schema); err != nil {
+		if ids, res.LeftOut, err = selectGrants(ctx, o.Pool, o.Schema, o.Statuses); err != nil {
 			return res, fmt.Errorf("grant report: %w", err)
+		}
+		if len(ids) == 0 {
+			return res, fmt.Errorf("grant report: %w: %s", ErrNothingToReport, describeLeftOut(res.LeftOut))
 		}
 	} else {
 		id, err := resolveGrant(ctx, o.Pool, o.Schema, o.Grant)
@@ -181,6 +205,26 @@ func GrantReport(ctx context.Context, opts GrantOptions) (GrantResult, error) {
 		res.Reports = append(res.Reports, rep)
 	}
 	return res, nil
+}
+
+// describeLeftOut summarises why no grant was selected, for the error.
+func describeLeftOut(left []LeftOutGrant) string {
+	if len(left) == 0 {
+		return "the database has no grants"
+	}
+	why := map[string]int{}
+	var order []string
+	for _, g := range left {
+		if why[g.Reason] == 0 {
+			order = append(order, g.Reason)
+		}
+		why[g.Reason]++
+	}
+	parts := make([]string, len(order))
+	for i, r := range order {
+		parts[i] = fmt.Sprintf("%d %s", why[r], r)
+	}
+	return fmt.Sprintf("all %d grants left out: %s", len(left), strings.Join(parts, "; "))
 }
 
 // writeGrant reads one grant's snapshot and writes its workbook.

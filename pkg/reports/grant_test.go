@@ -101,17 +101,17 @@ func TestGrantReportEdgeCases(t *testing.T) {
 	pool := pgtest.Pool(t, url)
 	long := strings.Repeat("長", 20000) + strings.Repeat("x", 20000) // 40,000 characters
 	mustExec(t, pool, `INSERT INTO grants (id, name, grant_number, funding_source, total_amount, start_date, end_date,
-		allowable_categories, status, is_active, created_at, updated_at)
-		VALUES (500, 'Грант «Север» 北', 'ГР/2026 #1', NULL, 1000.00, '2026-01-01', NULL, '["tools", "Tuition "]', 'active', true, now(), now())`)
+		allowable_categories, status, is_active, created_at, updated_at, is_deleted)
+		VALUES (500, 'Грант «Север» 北', 'ГР/2026 #1', NULL, 1000.00, '2026-01-01', NULL, '["tools", "Tuition "]', 'active', true, now(), now(), false)`)
 	mustExec(t, pool, `INSERT INTO grant_enrollments (grant_id, student_id, enrollment_date, status, outcome, placement_wage, notes, created_at, updated_at)
 		VALUES (500, 1, '2026-02-01', 'completed', 'obtained_employment', '22 per hour', $1, now(), now()),
 		       (500, 2, '2026-02-03', 'dropped', NULL, 'DOE', NULL, now(), now())`, long)
-	mustExec(t, pool, `INSERT INTO expenses (grant_id, item, description, total_price, unit_price, category, purchased_at, notes, created_at, updated_at, is_deleted, deleted_at)
-		VALUES (500, 'Refund from vendor', NULL, -120.50, NULL, 'tools', '2026-03-01', 'bell'||chr(7)||' and tab'||chr(9), now(), now(), false, NULL),
-		       (500, 'Hand tools 🔧', $1, 300.10, 300.10, ' TUITION', '2026-03-02', NULL, now(), now(), false, NULL),
-		       (500, 'Pizza', 'Zoë café — 日本語', 45.99, NULL, 'food', '2026-03-03', NULL, now(), now(), false, NULL),
-		       (500, 'Uncategorised', NULL, 0.01, NULL, NULL, '2026-03-04', NULL, now(), now(), false, NULL),
-		       (500, 'Deleted one', NULL, 999.99, NULL, 'tools', '2026-03-05', NULL, now(), now(), false, now())`, long)
+	mustExec(t, pool, `INSERT INTO expenses (grant_id, item, description, quantity, total_price, unit_price, category, purchased_at, notes, created_at, updated_at, is_deleted, deleted_at)
+		VALUES (500, 'Refund from vendor', NULL, 1, -120.50, -120.50, 'tools', '2026-03-01', 'bell'||chr(7)||' and tab'||chr(9), now(), now(), false, NULL),
+		       (500, 'Hand tools 🔧', $1, 1, 300.10, 300.10, ' TUITION', '2026-03-02', NULL, now(), now(), false, NULL),
+		       (500, 'Pizza', 'Zoë café — 日本語', 1, 45.99, 45.99, 'food', '2026-03-03', NULL, now(), now(), false, NULL),
+		       (500, 'Uncategorised', NULL, 1, 0.01, 0.01, NULL, '2026-03-04', NULL, now(), now(), false, NULL),
+		       (500, 'Deleted one', NULL, 1, 999.99, 999.99, 'tools', '2026-03-05', NULL, now(), now(), false, now())`, long)
 	dir := t.TempDir()
 	res, err := GrantReport(t.Context(), GrantOptions{Pool: pool, Grant: "гр/2026 #1", Out: dir, Now: frozenNow,
 		From: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)})

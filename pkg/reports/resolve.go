@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbschema"
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // notDeleted is the soft-delete filter used everywhere: the app sets
@@ -71,30 +75,76 @@ func resolveGrant(ctx context.Context, pool *pgxpool.Pool, schema, q string) (in
 	return 0, &UnknownGrantError{Query: q, Closest: closest(q, numbers, 3)}
 }
 
-// activeGrants lists live grants to report on with --all-active: is_active
-// and, where the column exists (newer schema), status 'active'.
-func activeGrants(ctx context.Context, pool *pgxpool.Pool, schema string) ([]int32, error) {
-	var hasStatus bool
-	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns
-		WHERE table_schema = $1 AND table_name = 'grants' AND column_name = 'status')`, schema).Scan(&hasStatus)
+// LeftOutGrant is a grant that --all-active did not report on, and why.
+type LeftOutGrant struct {
+	GrantID     int32  `json:"grant_id"`
+	GrantNumber string `json:"grant_number"`
+	GrantName   string `json:"grant_name"`
+	Reason      string `json:"reason"`
+}
+
+// selectGrants picks the grants AllActive reports on, as the app's own
+// "all active grants" summary does: is_active and not is_deleted. (The
+// app creates every grant with status 'pending' and never moves it, so
+// status says nothing unless Statuses asks for it.) Statuses, when given,
+// narrows the choice to grants whose status is one of them; the older
+// schema has no status column, and asking for one there is ErrNoStatus.
+// Every other grant comes back in leftOut with the reason.
+func selectGrants(ctx context.Context, pool *pgxpool.Pool, schema string, statuses []string) (ids []int32, leftOut []LeftOutGrant, err error) {
+	info, err := dbschema.Inspect(ctx, pool, schema)
 	if err != nil {
-		return nil, fmt.Errorf("list active grants: %w", err)
+		return nil, nil, fmt.Errorf("list active grants: %w", err)
 	}
-	q := "SELECT id FROM " + pgx.Identifier{schema, "grants"}.Sanitize() + " g WHERE g.is_active AND " + notDeleted("g")
-	if hasStatus {
-		// Grant enums store lowercase labels; lower() keeps this right if
-		// a database was migrated with the names instead.
-		q += " AND lower(g.status::text) = 'active'"
+	status := "NULL::text"
+	if info.HasColumns("grants", "status") {
+		status = "g.status::text"
+		labels := info.EnumLabels("grant_status")
+		for _, st := range statuses {
+			if !slices.Contains(labels, st) {
+				return nil, nil, exitcode.Fieldf("Statuses", "%q is not a grant status (this database has %s): %w",
+					st, strings.Join(labels, ", "), ErrBadStatus)
+			}
+		}
+	} else if len(statuses) > 0 {
+		return nil, nil, exitcode.Fieldf("Statuses", "%w", ErrNoStatus)
 	}
-	rows, err := pool.Query(ctx, q+" ORDER BY g.grant_number, g.id")
+	rows, err := pool.Query(ctx, `SELECT g.id, coalesce(g.grant_number, ''), g.name, g.is_active, g.is_deleted, `+status+`
+		FROM `+pgx.Identifier{schema, "grants"}.Sanitize()+` g ORDER BY g.grant_number, g.id`)
 	if err != nil {
-		return nil, fmt.Errorf("list active grants: %w", err)
+		return nil, nil, fmt.Errorf("list active grants: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return nil, fmt.Errorf("list active grants: %w", err)
+	defer rows.Close()
+	for rows.Next() {
+		var g LeftOutGrant
+		var active, deleted bool
+		var st *string
+		if err := rows.Scan(&g.GrantID, &g.GrantNumber, &g.GrantName, &active, &deleted, &st); err != nil {
+			return nil, nil, fmt.Errorf("list active grants: %w", err)
+		}
+		switch {
+		case deleted:
+			g.Reason = "deleted (is_deleted)"
+		case !active:
+			g.Reason = "not active (is_active is false)"
+		case len(statuses) > 0 && (st == nil || !slices.Contains(statuses, *st)):
+			g.Reason = fmt.Sprintf("status %s is not one of --status %s", optQuoted(st), strings.Join(statuses, ","))
+		default:
+			ids = append(ids, g.GrantID)
+			continue
+		}
+		leftOut = append(leftOut, g)
 	}
-	return ids, nil
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list active grants: %w", err)
+	}
+	return ids, leftOut, nil
+}
+
+func optQuoted(s *string) string {
+	if s == nil {
+		return "(none)"
+	}
+	return strconv.Quote(*s)
 }
 
 // closest returns up to n candidates nearest to q by case-insensitive edit

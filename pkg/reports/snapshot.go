@@ -19,7 +19,6 @@ type grantRow struct {
 	id                        int32
 	name, number              string
 	funder, frequency, status *string
-	contact, contactEmail     *string
 	budget                    int64
 	start                     time.Time
 	end, nextReportDue        *time.Time
@@ -152,9 +151,9 @@ func (s *snapshot) loadGrant(ctx context.Context, tx pgx.Tx, id int32) error {
 		targets = "target_enrollment, target_completion, target_placement"
 	}
 	err := tx.QueryRow(ctx, `SELECT id, name, grant_number, funding_source, (total_amount * 100)::bigint, start_date, end_date,
-		allowable_categories::text, reporting_frequency, next_report_due, contact_name, contact_email, `+status+`, `+targets+`, is_active
+		allowable_categories::text, reporting_frequency, next_report_due, `+status+`, `+targets+`, is_active
 		FROM grants WHERE id = $1`, id).Scan(&g.id, &g.name, &g.number, &g.funder, &g.budget, &g.start, &g.end,
-		&g.allowable, &g.frequency, &g.nextReportDue, &g.contact, &g.contactEmail, &g.status,
+		&g.allowable, &g.frequency, &g.nextReportDue, &g.status,
 		&g.targetEnroll, &g.targetCompl, &g.targetPlace, &g.isActive)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("grant %d disappeared before the snapshot: %w", id, ErrUnknownGrant)
@@ -239,14 +238,20 @@ func (s *snapshot) loadEnrollments(ctx context.Context, tx pgx.Tx) error {
 			e.outcomes = append(e.outcomes, labelCount{k, v})
 		}
 	}
-	// Credentials earned: live credentials (and, newer, certifications) of
-	// the grant's students issued on or after their grant enrollment.
+	// Credentials earned: live credentials and certifications of the
+	// grant's students issued on or after their grant enrollment. The app's
+	// certifications table has no soft delete, so all its rows are live.
 	var parts []string
 	for _, t := range []string{"credentials", "certifications"} {
-		if s.info.HasColumns(t, "student_id", "issue_date", "is_deleted", "deleted_at") {
-			parts = append(parts, `SELECT c.issue_date FROM `+t+` c JOIN ge ON ge.student_id = c.student_id
-				WHERE `+notDeleted("c")+` AND c.issue_date >= ge.enrollment_date`)
+		if !s.info.HasColumns(t, "student_id", "issue_date") {
+			continue
 		}
+		live := "true"
+		if s.info.HasColumns(t, "is_deleted", "deleted_at") {
+			live = notDeleted("c")
+		}
+		parts = append(parts, `SELECT c.issue_date FROM `+t+` c JOIN ge ON ge.student_id = c.student_id
+			WHERE `+live+` AND c.issue_date >= ge.enrollment_date`)
 	}
 	if len(parts) > 0 {
 		q := `WITH ge AS (` + s.enrSource + `), cr AS (` + strings.Join(parts, " UNION ALL ") + `)

@@ -274,7 +274,7 @@ func (b *wb) notes() error {
 		{"Utilization", "Spent / budget; blank when the budget is zero."},
 		{"Outcomes", "Enrollments by grant_enrollments.outcome, one row per outcome kind the database defines."},
 		{"Placements", "Enrollments whose outcome is obtained_employment or entered_apprenticeship; in a period, by outcome date."},
-		{"Credentials earned", "Live rows of credentials (and certifications, where that table exists) of the grant's " +
+		{"Credentials earned", "Live rows of credentials and certifications (which have no soft delete) of the grant's " +
 			"students issued on or after the student's grant enrollment date; in a period, by issue date. A credential " +
 			"recorded in both tables counts twice."},
 		{"Targets", "target_enrollment, target_completion and target_placement of the grant; progress = actual / target."},
