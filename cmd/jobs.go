@@ -38,8 +38,11 @@ func newJobsStatusCmd(d *deps) *cobra.Command {
 		Use:   "status",
 		Short: "Per job: last run, last success, state, duration, running now",
 		Long: `Per job: the last run (skipped attempts aside), its state and duration,
-the time of the last success, the run active now, and counts of runs and
-failures.
+the time of the last success, the run active now with how far along it is
+(as of its last heartbeat: "dump: 412 MiB of 770 MiB, 53%, 3s left"), and
+counts of runs and failures. With --json, a running run carries "progress":
+{"phase", "unit", "done", "total", "rate_per_second", "phase_started_at",
+"updated_at"}.
 
 With --check, each job given a --max-age must have succeeded within it; a
 job that never succeeded is stale too. Exit 3 names the stale jobs, so any
@@ -149,6 +152,9 @@ func printStatus(w io.Writer, st []ledger.JobStatus, now time.Time) {
 		running := "-"
 		if r := s.Running; r != nil {
 			running = fmt.Sprintf("run %d on %s (pid %d) for %s", r.ID, r.Host, r.PID, now.Sub(r.StartedAt).Round(time.Second))
+			if r.Progress != nil {
+				running += "; " + r.Progress.String()
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.Job, last, state, exit, dur, success, running, s.Runs, s.Failures)
 	}
@@ -275,6 +281,14 @@ func printRun(w io.Writer, r ledger.Run) {
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "error:     %s\n", r.Error)
+	}
+	if p := r.Progress; p != nil {
+		what := "progress:  "
+		if r.State != ledger.Running {
+			what = "stopped:   "
+		}
+		fmt.Fprintf(w, "%s%s (phase since %s, as of %s)\n", what, p.String(), p.PhaseStarted.UTC().Format(time.RFC3339),
+			p.Updated.UTC().Format(time.RFC3339))
 	}
 	if len(r.Summary) > 0 {
 		fmt.Fprintf(w, "summary:   %s\n", string(r.Summary))

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 // Run states.
@@ -45,6 +45,9 @@ type Run struct {
 	Error       string          `json:"error,omitempty"`
 	Summary     json.RawMessage `json:"summary,omitempty"`
 	Slot        *time.Time      `json:"slot,omitempty"`
+	// Progress is the latest progress the run's heartbeat stored: live
+	// while it runs, where it stopped once it has ended.
+	Progress *progress.State `json:"progress,omitempty"`
 }
 
 // Duration is finished minus started, or heartbeat minus started while running.
@@ -89,15 +92,22 @@ func (e *BusyError) Error() string {
 }
 func (e *BusyError) Unwrap() error { return exitcode.ErrSkipped }
 
-const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot"
+const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot, progress::text"
 
 func scan(row pgx.Row) (Run, error) {
 	var r Run
 	var args []byte
 	var summary []byte
-	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot)
+	var prog *string
+	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot, &prog)
 	if err != nil {
 		return r, err
+	}
+	if prog != nil {
+		var p progress.State
+		if json.Unmarshal([]byte(*prog), &p) == nil {
+			r.Progress = &p
+		}
 	}
 	if len(args) > 0 {
 		_ = json.Unmarshal(args, &r.Args)
@@ -159,20 +169,30 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 // running (another process marked it abandoned): the job must stop.
 var ErrLostClaim = errors.New("run is no longer marked running in the ledger")
 
-// Heartbeat refreshes the run's heartbeat, and stores summary when non-nil
-// so a run that dies later still shows its progress.
-func (l *Ledger) Heartbeat(ctx context.Context, id int64, summary any) error {
-	var tag pgconn.CommandTag
-	var err error
-	if summary != nil {
-		b, merr := json.Marshal(summary)
-		if merr != nil {
-			return fmt.Errorf("ledger: encode summary: %w", merr)
+// Heartbeat refreshes the run's heartbeat, and stores summary and prog when
+// non-nil, so a run that dies later still shows what it had done and
+// `jobs status` shows how far along a running one is.
+func (l *Ledger) Heartbeat(ctx context.Context, id int64, summary any, prog *progress.State) error {
+	var sumText, progText *string
+	for _, f := range []struct {
+		v   any
+		out **string
+	}{{summary, &sumText}, {prog, &progText}} {
+		if f.v == nil || f.v == (*progress.State)(nil) {
+			continue
 		}
-		tag, err = l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now(), summary = $2 WHERE id = $1 AND state = 'running'`, id, b)
-	} else {
-		tag, err = l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now() WHERE id = $1 AND state = 'running'`, id)
+		b, err := json.Marshal(f.v)
+		if err != nil {
+			return fmt.Errorf("ledger: encode heartbeat: %w", err)
+		}
+		t := string(b)
+		*f.out = &t
 	}
+	// JSON is bound as text with an explicit cast, which every pgx query
+	// exec mode (and a transaction-pooling proxy) sends the same way.
+	tag, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now(),
+		summary = coalesce($2::text::jsonb, summary), progress = coalesce($3::text::jsonb, progress)
+		WHERE id = $1 AND state = 'running'`, id, sumText, progText)
 	if err != nil {
 		return fmt.Errorf("ledger: heartbeat: %w", err)
 	}

@@ -77,8 +77,8 @@ func TestStaleRunIsAbandoned(t *testing.T) {
 	require.Contains(t, old.Error, "no heartbeat since")
 
 	// The dead process, if it came back, has lost its claim.
-	require.ErrorIs(t, l.Heartbeat(ctx, first.ID, nil), ErrLostClaim)
-	require.NoError(t, l.Heartbeat(ctx, second.ID, map[string]int{"rows": 5}))
+	require.ErrorIs(t, l.Heartbeat(ctx, first.ID, nil, nil), ErrLostClaim)
+	require.NoError(t, l.Heartbeat(ctx, second.ID, map[string]int{"rows": 5}, nil))
 	require.NoError(t, l.Finish(ctx, second.ID, Succeeded, 0, "", nil))
 	got, err := l.Get(ctx, second.ID)
 	require.NoError(t, err)

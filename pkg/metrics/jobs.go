@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 // JobHealth is one job's health from the run ledger.
@@ -26,6 +29,9 @@ type JobHealth struct {
 	Skipped24h int64 `json:"skipped_24h"`
 	Running    bool  `json:"running"`
 	Runs       int64 `json:"runs"`
+	// Progress is how far along the running run is, as of its last
+	// heartbeat; nil when none runs or it reports none.
+	Progress *progress.State `json:"progress,omitempty"`
 }
 
 func collectJobs(ctx context.Context, o Options, res *Result) error {
@@ -48,17 +54,26 @@ func collectJobs(ctx context.Context, o Options, res *Result) error {
 				max(finished_at) FILTER (WHERE state = 'succeeded') AS last_success,
 				count(*) FILTER (WHERE state IN ('failed', 'abandoned', 'interrupted') AND started_at > $1) AS failures,
 				count(*) FILTER (WHERE state = 'skipped' AND started_at > $1) AS skipped,
-				count(*) FILTER (WHERE state = 'running') > 0 AS running
+				count(*) FILTER (WHERE state = 'running') > 0 AS running,
+				max(progress::text) FILTER (WHERE state = 'running') AS progress
 			FROM `+runs+` GROUP BY job)
 		SELECT agg.job, agg.runs, agg.last_success, agg.failures, agg.skipped, agg.running,
-			last.started_at, coalesce(last.state, ''), last.exit_code, coalesce(last.secs, 0)
+			last.started_at, coalesce(last.state, ''), last.exit_code, coalesce(last.secs, 0), agg.progress
 		FROM agg LEFT JOIN last USING (job) ORDER BY agg.job`, since)
 	if err != nil {
 		return err
 	}
 	res.Jobs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (JobHealth, error) {
 		var j JobHealth
-		err := r.Scan(&j.Job, &j.Runs, &j.LastSuccess, &j.Failures24h, &j.Skipped24h, &j.Running, &j.LastRun, &j.LastState, &j.LastExitCode, &j.LastDurationSec)
+		var prog *string
+		err := r.Scan(&j.Job, &j.Runs, &j.LastSuccess, &j.Failures24h, &j.Skipped24h, &j.Running, &j.LastRun, &j.LastState,
+			&j.LastExitCode, &j.LastDurationSec, &prog)
+		if err == nil && prog != nil {
+			var p progress.State
+			if json.Unmarshal([]byte(*prog), &p) == nil {
+				j.Progress = &p
+			}
+		}
 		return j, err
 	})
 	if err != nil {

@@ -180,6 +180,8 @@ func TestJobHealthFromTheLedger(t *testing.T) {
 		('backup', 'cron', 'h', 1, $1::timestamptz - interval '1 hour', $1::timestamptz - interval '1 hour', $1::timestamptz - interval '59 minutes 30 seconds', 'failed', 1),
 		('backup', 'cron', 'h', 1, $1::timestamptz - interval '30 minutes', $1::timestamptz - interval '30 minutes', $1::timestamptz - interval '30 minutes', 'skipped', 4),
 		('cleanup', 'cron', 'h', 1, $1::timestamptz - interval '1 minute', $1::timestamptz, NULL, 'running', NULL)`, now)
+	exec(t, pool, `UPDATE ip2a_ops.runs SET progress = '{"phase": "tokens", "unit": "rows", "done": 300, "total": 1200,
+		"phase_started_at": "2026-11-29T11:59:30Z", "updated_at": "2026-11-29T12:00:00Z", "rate_per_second": 10}' WHERE state = 'running'`)
 	exec(t, pool, `INSERT INTO ip2a_ops.notifications (job, run_id, channel, target, event, state) VALUES
 		('backup', 4, 'webhook', 'x', '{}', 'pending'), ('backup', 4, 'email', 'x', '{}', 'pending'), ('backup', 1, 'ping', 'x', '{}', 'delivered')`)
 
@@ -203,6 +205,9 @@ func TestJobHealthFromTheLedger(t *testing.T) {
 	require.Nil(t, c.LastSuccess)
 	require.True(t, c.Running)
 	require.Nil(t, c.LastExitCode)
+	require.NotNil(t, c.Progress)
+	require.Equal(t, "tokens: 300 rows of 1,200 rows, 25%, 1m30s left", c.Progress.String())
+	require.Nil(t, b.Progress)
 	require.EqualValues(t, 2, res.PendingNotifications)
 
 	var buf bytes.Buffer
@@ -212,6 +217,10 @@ func TestJobHealthFromTheLedger(t *testing.T) {
 	require.NotContains(t, out, "ip2a_ops_job_last_success_timestamp_seconds{job=\"cleanup\"}")
 	require.Contains(t, out, "ip2a_ops_job_failures_24h{job=\"backup\"} 2\n")
 	require.Contains(t, out, "ip2a_ops_job_running{job=\"cleanup\"} 1\n")
+	require.Contains(t, out, "ip2a_ops_job_progress_ratio{job=\"cleanup\"} 0.25\n")
+	require.Contains(t, out, "ip2a_ops_job_progress_done{job=\"cleanup\",unit=\"rows\"} 300\n")
+	require.Contains(t, out, "ip2a_ops_job_progress_updated_timestamp_seconds{job=\"cleanup\"} 1.7959536e+09\n")
+	require.NotContains(t, out, "ip2a_ops_job_progress_ratio{job=\"backup\"}")
 	require.Contains(t, out, "ip2a_ops_notifications_pending 2\n")
 }
 

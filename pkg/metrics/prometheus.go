@@ -65,6 +65,10 @@ func Registry(r Result) (*prometheus.Registry, error) {
 		fails := gauge("ip2a_ops_job_failures_24h", "Failed, abandoned or interrupted runs in the last 24 hours.", "job")
 		skips := gauge("ip2a_ops_job_skipped_24h", "Runs skipped in the last 24 hours because another was active.", "job")
 		running := gauge("ip2a_ops_job_running", "1 while a run of the job is active.", "job")
+		ratio := gauge("ip2a_ops_job_progress_ratio", "Fraction done (0 to 1) of the running run's current phase, where its total is known.", "job")
+		done := gauge("ip2a_ops_job_progress_done", "Units done in the running run's current phase.", "job", "unit")
+		updated := gauge("ip2a_ops_job_progress_updated_timestamp_seconds",
+			"When the running run last reported progress (its heartbeat): alert when it stops moving.", "job")
 		for _, j := range r.Jobs {
 			if j.LastSuccess != nil {
 				success.WithLabelValues(j.Job).Set(unix(*j.LastSuccess))
@@ -83,6 +87,13 @@ func Registry(r Result) (*prometheus.Registry, error) {
 				v = 1
 			}
 			running.WithLabelValues(j.Job).Set(v)
+			if p := j.Progress; p != nil {
+				if f, ok := p.Fraction(); ok {
+					ratio.WithLabelValues(j.Job).Set(f)
+				}
+				done.WithLabelValues(j.Job, string(p.Unit)).Set(float64(p.Done))
+				updated.WithLabelValues(j.Job).Set(unix(p.Updated))
+			}
 		}
 	}
 	if r.PendingNotifications >= 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 // Runner holds what every run needs. Zero durations mean defaults.
@@ -89,6 +90,9 @@ type Spec struct {
 	Slot    *time.Time
 	// MaxRuntime, when > 0, cancels the job past it; the run is recorded failed.
 	MaxRuntime time.Duration
+	// Progress, when set, is the tracker handed to the job as Run.Progress,
+	// so the caller can also draw it (a terminal display); nil: a new one.
+	Progress *progress.Tracker
 }
 
 // Run is handed to a job function.
@@ -96,6 +100,10 @@ type Run struct {
 	ID     int64
 	Job    string
 	Logger *slog.Logger
+	// Progress is where the job counts how far along it is; every
+	// heartbeat stores its latest state in the ledger. Hand it to the job's
+	// options; it is never nil.
+	Progress *progress.Tracker
 
 	mu      sync.Mutex
 	summary any
@@ -215,7 +223,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		jobCtx, cancelT = context.WithTimeoutCause(jobCtx, spec.MaxRuntime, fmt.Errorf("%s %w (%s)", spec.Job, ErrMaxRuntime, spec.MaxRuntime))
 		defer cancelT()
 	}
-	run := &Run{ID: row.ID, Job: spec.Job, Logger: log}
+	tracker := spec.Progress
+	if tracker == nil {
+		tracker = progress.NewTracker(nil)
+	}
+	run := &Run{ID: row.ID, Job: spec.Job, Logger: log, Progress: tracker}
 
 	// The heartbeat is its own goroutine with its own context so a job that
 	// blocks in a long statement still proves it is alive.
@@ -231,7 +243,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 				return
 			case <-t.C:
 				hctx, c := context.WithTimeout(context.WithoutCancel(ctx), hb)
-				err := rn.Ledger.Heartbeat(hctx, row.ID, run.takeSummary())
+				var prog *progress.State
+				if st, ok := tracker.Snapshot(); ok {
+					prog = &st
+				}
+				err := rn.Ledger.Heartbeat(hctx, row.ID, run.takeSummary(), prog)
 				c()
 				if errors.Is(err, ledger.ErrLostClaim) {
 					log.Error("lost the job's claim in the ledger; stopping")
@@ -266,6 +282,12 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	rep = finish(StateOf(exitcode.Classify(jobErr)), jobErr)
 	fctx, c := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer c()
+	if st, ok := tracker.Snapshot(); ok {
+		// Where the job stopped, not where the last heartbeat saw it.
+		if err := rn.Ledger.Heartbeat(fctx, row.ID, nil, &st); err != nil && !errors.Is(err, ledger.ErrLostClaim) {
+			log.Warn("could not record the final progress", "error", dbconn.Redact(err.Error()))
+		}
+	}
 	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
 		log.Error("could not record the end of the run", "error", dbconn.Redact(err.Error()))
 		if rep.Err == nil {
