@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -72,6 +73,9 @@ type Options struct {
 	Tool string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Progress, when set, counts the dump's bytes, the verification's and
+	// the tables loaded by a restore.
+	Progress *progress.Tracker
 	// Logger for progress; default discards.
 	Logger *slog.Logger
 
@@ -278,7 +282,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if o.Verify == LevelChecksum {
 		res.Stage = "verify"
 		t = time.Now()
-		v := checksumStored(ctx, o.Store, *m)
+		v := checksumStored(ctx, o.Store, *m, o.Progress)
 		v.Seconds = time.Since(t).Seconds()
 		v.At = o.Now().UTC()
 		res.VerifySeconds = v.Seconds

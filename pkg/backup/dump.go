@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -23,8 +24,9 @@ const DefaultCopyMinBytes = 16 << 20
 
 // planTables lists every user table with its size and dumpable columns,
 // as the snapshot sees them, and picks those at least minBytes big to copy.
-// minBytes < 0 copies none.
-func planTables(ctx context.Context, tx pgx.Tx, major int, minBytes int64) (all []TableCount, copies []copyTable, err error) {
+// minBytes < 0 copies none. size is the tables' total size (without
+// indexes), what the dump's progress counts against.
+func planTables(ctx context.Context, tx pgx.Tx, major int, minBytes int64) (all []TableCount, copies []copyTable, size int64, err error) {
 	generated := "AND a.attgenerated = ''"
 	if major < 12 {
 		generated = ""
@@ -37,14 +39,15 @@ func planTables(ctx context.Context, tx pgx.Tx, major int, minBytes int64) (all 
 		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.relname
 		ORDER BY 1, 2`)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list tables: %w", err)
+		return nil, nil, 0, fmt.Errorf("list tables: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var ct copyTable
 		if err := rows.Scan(&ct.Schema, &ct.Name, &ct.Bytes, &ct.Columns); err != nil {
-			return nil, nil, fmt.Errorf("list tables: %w", err)
+			return nil, nil, 0, fmt.Errorf("list tables: %w", err)
 		}
+		size += ct.Bytes
 		all = append(all, TableCount{Schema: ct.Schema, Name: ct.Name})
 		if minBytes >= 0 && ct.Bytes >= minBytes && len(ct.Columns) > 0 {
 			ct.Load = ct.loadSQL()
@@ -52,9 +55,9 @@ func planTables(ctx context.Context, tx pgx.Tx, major int, minBytes int64) (all 
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("list tables: %w", err)
+		return nil, nil, 0, fmt.Errorf("list tables: %w", err)
 	}
-	return all, copies, nil
+	return all, copies, size, nil
 }
 
 // lockCopies takes the ACCESS SHARE lock pg_dump would take on the tables
@@ -327,7 +330,7 @@ type dumpOutput struct {
 // holds nothing under key (Put's contract).
 func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRestore, key string,
 	recipients []age.Recipient, wd *workDir, res *Result) (out dumpOutput, err error) {
-	all, copies, err := planTables(ctx, snap.tx, snap.info.Major, o.CopyMinBytes)
+	all, copies, tableBytes, err := planTables(ctx, snap.tx, snap.info.Major, o.CopyMinBytes)
 	if err != nil {
 		return out, fmt.Errorf("backup: %w", err)
 	}
@@ -371,7 +374,11 @@ func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRest
 	}
 	mod := o.Now()
 	logged := time.Now()
+	// The dump's bytes against the tables' size on disk: a logical dump is
+	// usually somewhat smaller, so the phase may end before 100%.
+	o.Progress.Phase("dump", progress.Bytes, tableBytes)
 	p.progress = func(raw int64) {
+		o.Progress.Set(raw)
 		if time.Since(logged) >= 10*time.Second {
 			logged = time.Now()
 			o.Logger.Info("backup progress", "raw_bytes", raw, "stored_bytes", sink.n)

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -32,6 +33,7 @@ type loadSpec struct {
 	jobs       int
 	keepOwners bool
 	clean      bool
+	progress   *progress.Tracker
 }
 
 // loadResult is what reading the stream found.
@@ -66,7 +68,12 @@ func loadTar(ctx context.Context, s loadSpec) (loadResult, error) {
 		return res, fmt.Errorf("read %s: %w", m.Object.Key, err)
 	}
 	defer rc.Close()
-	stored := newHashingReader(storage.ContextReader(ctx, rc))
+	phase := "check"
+	if s.targetURL != "" {
+		phase = "restore"
+	}
+	s.progress.Phase(phase, progress.Bytes, m.Object.Size)
+	stored := newHashingReader(progress.Reader(storage.ContextReader(ctx, rc), s.progress))
 	var src io.Reader = stored
 	if m.Object.Encryption == "age" {
 		d, err := age.Decrypt(stored, ids...)
@@ -242,6 +249,7 @@ func loadTar(ctx context.Context, s loadSpec) (loadResult, error) {
 	}
 	// 5. Indexes, constraints, triggers.
 	if restoring {
+		s.progress.Phase("indexes and constraints", progress.Items, 0)
 		if err := pgRestoreSection(ctx, s, archive, "post-data", s.jobs); err != nil {
 			return res, err
 		}

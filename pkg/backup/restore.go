@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -62,6 +63,9 @@ type RestoreOptions struct {
 	WorkDir    string
 	Jobs       int // pg_restore --jobs; default 2
 	Logger     *slog.Logger
+	// Progress, when set, counts the bytes of the stored object read and
+	// restored, then the indexes and constraints phase.
+	Progress *progress.Tracker
 }
 
 // Validate names the first bad field.
@@ -122,11 +126,11 @@ func Restore(ctx context.Context, o RestoreOptions) (RestoreResult, error) {
 	if isTar(m) {
 		// Refuse a damaged object before touching the target: the stream
 		// is checked again as it is restored.
-		if v := checksumStored(ctx, o.Store, m); !v.OK {
+		if v := checksumStored(ctx, o.Store, m, o.Progress); !v.OK {
 			return res, fmt.Errorf("restore %s: %s", m.ID, v.Error)
 		}
 		_, err = loadTar(ctx, loadSpec{store: o.Store, manifest: m, identities: o.Identities, pgRestore: pgRestore, wd: wd,
-			targetURL: o.TargetURL, jobs: o.Jobs, keepOwners: o.KeepOwners, clean: o.Force})
+			targetURL: o.TargetURL, jobs: o.Jobs, keepOwners: o.KeepOwners, clean: o.Force, progress: o.Progress})
 		if err == nil {
 			check, err = checkRestored(ctx, o.TargetURL, m)
 		}

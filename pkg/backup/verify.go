@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -53,6 +54,8 @@ type VerifyOptions struct {
 	By     string
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Progress, when set, counts the bytes of the stored object read.
+	Progress *progress.Tracker
 }
 
 // Validate names the first bad field.
@@ -132,7 +135,7 @@ func Verify(ctx context.Context, o VerifyOptions) (VerifyResult, error) {
 	var v Verification
 	switch o.Level {
 	case LevelChecksum:
-		v = checksumStored(ctx, o.Store, m)
+		v = checksumStored(ctx, o.Store, m, o.Progress)
 	default:
 		v = verifyDeep(ctx, o, m, &res)
 	}
@@ -174,7 +177,7 @@ func Verify(ctx context.Context, o VerifyOptions) (VerifyResult, error) {
 
 // checksumStored re-reads the stored object and compares its size and
 // SHA-256 with the manifest.
-func checksumStored(ctx context.Context, st storage.Store, m Manifest) Verification {
+func checksumStored(ctx context.Context, st storage.Store, m Manifest, tr *progress.Tracker) Verification {
 	v := Verification{Level: LevelChecksum}
 	rc, err := st.Get(ctx, m.Object.Key)
 	if err != nil {
@@ -182,7 +185,8 @@ func checksumStored(ctx context.Context, st storage.Store, m Manifest) Verificat
 		return v
 	}
 	defer rc.Close()
-	hr := newHashingReader(storage.ContextReader(ctx, rc))
+	tr.Phase("checksum", progress.Bytes, m.Object.Size)
+	hr := newHashingReader(progress.Reader(storage.ContextReader(ctx, rc), tr))
 	if _, err := io.Copy(io.Discard, hr); err != nil {
 		v.Error = fmt.Sprintf("read %s: %v", m.Object.Key, err)
 		return v
@@ -293,7 +297,8 @@ func verifyDeep(ctx context.Context, o VerifyOptions, m Manifest, res *VerifyRes
 func verifyTar(ctx context.Context, o VerifyOptions, m Manifest, res *VerifyResult, pgRestore string, wd *workDir) Verification {
 	v := Verification{}
 	fail := func(err error) Verification { v.Error = oneLine(err.Error()); return v }
-	spec := loadSpec{store: o.Store, manifest: m, identities: o.Identities, pgRestore: pgRestore, wd: wd, jobs: o.Jobs}
+	spec := loadSpec{store: o.Store, manifest: m, identities: o.Identities, pgRestore: pgRestore, wd: wd, jobs: o.Jobs,
+		progress: o.Progress}
 	if o.Level == LevelContents {
 		lr, err := loadTar(ctx, spec)
 		res.Entries = lr.entries

@@ -76,6 +76,7 @@ func (c *check) skipReason(s *schemaInfo) string {
 type qctx struct {
 	s    *schemaInfo
 	opts Options
+	prog *checkProgress
 }
 
 // L returns the stored label of enum typ matching name as a SQL literal.

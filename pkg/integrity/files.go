@@ -35,7 +35,9 @@ func runFiles(ctx context.Context, tx pgx.Tx, q *qctx, c *check, r *CheckResult)
 	if err != nil {
 		return err
 	}
-	missing, err := statAll(ctx, q.opts.Files, list, q.opts.FileConcurrency)
+	q.prog.startFiles(len(list))
+	missing, err := statAll(ctx, q.opts.Files, list, q.opts.FileConcurrency, q.prog.fileDone)
+	q.prog.endFiles()
 	if err != nil {
 		return err
 	}
@@ -50,7 +52,7 @@ func runFiles(ctx context.Context, tx pgx.Tx, q *qctx, c *check, r *CheckResult)
 
 // statAll returns the ids of the attachments whose file store lacks. The
 // first error other than "not there" stops it: the check could not verify.
-func statAll(ctx context.Context, st storage.Store, list []attachment, workers int) ([]int64, error) {
+func statAll(ctx context.Context, st storage.Store, list []attachment, workers int, statted func()) ([]int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ch := make(chan attachment)
@@ -61,6 +63,7 @@ func statAll(ctx context.Context, st storage.Store, list []attachment, workers i
 		wg.Go(func() {
 			for a := range ch {
 				_, err := st.Stat(ctx, a.path)
+				statted()
 				switch {
 				case err == nil:
 				case errors.Is(err, storage.ErrNotExist), errors.Is(err, storage.ErrInvalidKey):

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -203,6 +204,9 @@ type Options struct {
 	// it is a dry run that only counts.
 	Repair bool
 	Apply  bool
+	// Tracker, when set, counts the checks done of those to run, and while
+	// the missing-files check stats files, the files checked of its total.
+	Tracker *progress.Tracker
 	// Progress, when set, is called after each check finishes (from
 	// several goroutines, one call at a time).
 	Progress func(CheckResult)

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 // Run executes the selected checks against one consistent snapshot and,
@@ -79,7 +81,7 @@ func runChecks(ctx context.Context, o Options, sel []CheckInfo, byID map[string]
 	if err != nil {
 		return nil, results[:0], fmt.Errorf("integrity: %w", err)
 	}
-	q := &qctx{s: s, opts: o}
+	q := &qctx{s: s, opts: o, prog: &checkProgress{t: o.Tracker}}
 	var jobs []int
 	for i, ci := range sel {
 		c := byID[ci.ID]
@@ -94,12 +96,14 @@ func runChecks(ctx context.Context, o Options, sel []CheckInfo, byID map[string]
 		}
 		jobs = append(jobs, i)
 	}
+	q.prog.start(len(jobs))
 
 	var mu sync.Mutex
 	done := func(i int, r CheckResult) {
 		mu.Lock()
 		defer mu.Unlock()
 		results[i] = r
+		q.prog.checkDone()
 		if o.Progress != nil {
 			o.Progress(r)
 		}
@@ -221,4 +225,46 @@ func runOne(ctx context.Context, tx pgx.Tx, q *qctx, c *check, in CheckResult) (
 		r.Status = StatusFindings
 	}
 	return r
+}
+
+// checkProgress counts checks on the tracker, and gives it over to the
+// files of the missing-files check while that one stats them (checks that
+// finish meanwhile are counted, and shown again when it ends).
+type checkProgress struct {
+	t     *progress.Tracker
+	mu    sync.Mutex
+	total int
+	done  int
+	files bool
+}
+
+func (p *checkProgress) start(total int) {
+	p.total = total
+	p.t.Phase("checks", progress.Checks, int64(total))
+}
+
+func (p *checkProgress) checkDone() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done++
+	if !p.files {
+		p.t.Set(int64(p.done))
+	}
+}
+
+func (p *checkProgress) startFiles(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.files = true
+	p.t.Phase("files", progress.Files, int64(n))
+}
+
+func (p *checkProgress) fileDone() { p.t.Add(1) }
+
+func (p *checkProgress) endFiles() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.files = false
+	p.t.Phase("checks", progress.Checks, int64(p.total))
+	p.t.Set(int64(p.done))
 }

@@ -8,6 +8,7 @@ package progress
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"sync"
@@ -220,4 +221,23 @@ func (t *Tracker) snapshot() (State, uint64, bool) {
 		s.Rate = float64(s.Done) / el
 	}
 	return s, seq, true
+}
+
+// Reader counts what is read through it on t (a nil t counts nothing).
+func Reader(r io.Reader, t *Tracker) io.Reader {
+	if t == nil {
+		return r
+	}
+	return &reader{r: r, t: t}
+}
+
+type reader struct {
+	r io.Reader
+	t *Tracker
+}
+
+func (c *reader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.t.Add(int64(n))
+	return n, err
 }
