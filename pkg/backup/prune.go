@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -17,6 +18,8 @@ type PruneOptions struct {
 	// Apply deletes; without it Prune only reports (a dry run).
 	Apply bool
 	Now   func() time.Time
+	// Progress, when set, counts the backups deleted of those to delete.
+	Progress *progress.Tracker
 }
 
 // PruneResult lists every decision and what was deleted.
@@ -61,6 +64,15 @@ func Prune(ctx context.Context, o PruneOptions) (PruneResult, error) {
 	for _, m := range l.Backups {
 		byID[m.ID] = m
 	}
+	if o.Apply {
+		drop := 0
+		for _, d := range res.Decisions {
+			if !d.Keep {
+				drop++
+			}
+		}
+		o.Progress.Phase("prune", progress.Items, int64(drop))
+	}
 	for _, d := range res.Decisions {
 		if d.Keep {
 			res.Kept++
@@ -75,6 +87,7 @@ func Prune(ctx context.Context, o PruneOptions) (PruneResult, error) {
 			if err := o.Store.Delete(ctx, m.Object.Key); err != nil {
 				return res, fmt.Errorf("prune: delete %s (its manifest is gone; the next backup removes the orphan): %w", m.Object.Key, err)
 			}
+			o.Progress.Add(1)
 		}
 		res.Deleted = append(res.Deleted, del)
 		res.FreedBytes += del.Bytes
