@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,6 +18,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
@@ -35,6 +37,7 @@ type globalFlags struct {
 	staleAfter     time.Duration
 	connectTimeout time.Duration
 	slot           string // RFC 3339: the scheduled slot this run fills (set by the daemon)
+	progress       string // auto, always, never
 }
 
 // deps is what every command shares: output streams, environment, clock,
@@ -57,6 +60,10 @@ type deps struct {
 	captured *invocation
 	hints    fieldHints
 
+	// logOut is where the logger writes: stderr, or through the progress
+	// display while one is drawn, so a log line never lands inside it.
+	logOut *stderrSink
+
 	pool     *pgxpool.Pool
 	url      string
 	migrated bool
@@ -69,7 +76,7 @@ func newDeps(env Env) *deps {
 		stdin = strings.NewReader("")
 	}
 	return &deps{stdin: stdin, stdout: env.Stdout, stderr: env.Stderr, getenv: env.Getenv, now: env.Now,
-		logger: slog.New(slog.DiscardHandler), stores: map[storage.Config]storage.Store{}}
+		logger: slog.New(slog.DiscardHandler), stores: map[storage.Config]storage.Store{}, logOut: &stderrSink{w: env.Stderr}}
 }
 
 func (d *deps) close() {
@@ -95,9 +102,9 @@ func (d *deps) setupLogger() error {
 	opts := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "text":
-		d.logger = slog.New(slog.NewTextHandler(d.stderr, opts))
+		d.logger = slog.New(slog.NewTextHandler(d.logOut, opts))
 	case "json":
-		d.logger = slog.New(slog.NewJSONHandler(d.stderr, opts))
+		d.logger = slog.New(slog.NewJSONHandler(d.logOut, opts))
 	default:
 		return exitcode.Usagef("--log-format text|json", "invalid log format %q", d.g.logFormat)
 	}
@@ -193,6 +200,47 @@ func (d *deps) storage(ctx context.Context, url string) (storage.Store, error) {
 }
 
 // trigger is --trigger, or what the environment says started us.
+// stderrSink is stderr for the logger; while a progress display is drawn,
+// lines go through it.
+type stderrSink struct {
+	mu   sync.Mutex
+	w    io.Writer
+	disp *progress.Display
+}
+
+func (s *stderrSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	disp := s.disp
+	s.mu.Unlock()
+	if disp != nil {
+		return disp.Write(p)
+	}
+	return s.w.Write(p)
+}
+
+func (s *stderrSink) setDisplay(disp *progress.Display) {
+	s.mu.Lock()
+	s.disp = disp
+	s.mu.Unlock()
+}
+
+// showProgress says whether a run draws live progress on stderr: --progress
+// always or never decide; auto draws it for a person at a terminal (stderr
+// a terminal, no --json, and started by hand), never under cron, systemd,
+// Railway, the daemon or a queue worker.
+func (d *deps) showProgress() (bool, error) {
+	switch d.g.progress {
+	case "always":
+		return true, nil
+	case "never":
+		return false, nil
+	case "", "auto":
+		f, ok := d.stderr.(*os.File)
+		return ok && isatty.IsTerminal(f.Fd()) && !d.g.json && d.trigger() == "manual", nil
+	}
+	return false, exitcode.Usagef("--progress auto|always|never", "invalid --progress %q", d.g.progress)
+}
+
 func (d *deps) trigger() string {
 	if d.g.trigger != "" {
 		return d.g.trigger

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 )
 
@@ -70,8 +72,25 @@ func (d *deps) invoke(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
+	show, err := d.showProgress()
+	if err != nil {
+		return err
+	}
+	var tracker *progress.Tracker
+	stopDisplay := func() {}
+	if show {
+		tracker = progress.NewTracker(nil)
+		disp := progress.StartDisplay(d.stderr, tracker, 0)
+		d.logOut.setDisplay(disp)
+		stopDisplay = sync.OnceFunc(func() {
+			d.logOut.setDisplay(nil)
+			disp.Stop() // the line is cleared, so the summary below stands alone
+		})
+		defer stopDisplay()
+	}
 	resp, err := jobs.Execute(ctx, d.jobEnv(), jobs.Request{Kind: inv.kind, Args: inv.args, Trigger: d.trigger(),
-		Slot: slot, MaxRuntime: d.g.maxRuntime, CommandLine: runner.RedactArgs(d.args)})
+		Slot: slot, MaxRuntime: d.g.maxRuntime, CommandLine: runner.RedactArgs(d.args), Progress: tracker})
+	stopDisplay()
 	rep := resp.Report
 	if rep.Job == "" {
 		return err // nothing ran: a usage or configuration error, or no database

@@ -52,6 +52,8 @@ func newRootCmd(d *deps) *cobra.Command {
 	envFlag(pf, "log-level", "IP2A_OPS_LOG_LEVEL")
 	pf.BoolVar(&d.g.json, "json", false, "print the result as one JSON document on stdout")
 	envFlag(pf, "json", "IP2A_OPS_JSON")
+	pf.StringVar(&d.g.progress, "progress", "auto", "live progress of a job on stderr: auto (at a terminal, run by hand, without --json), always, never")
+	envFlag(pf, "progress", "IP2A_OPS_PROGRESS")
 	pf.StringVar(&d.g.trigger, "trigger", "", "what started this run: manual, cron, systemd, railway, daemon, queue (default: detected)")
 	envFlag(pf, "trigger", "IP2A_OPS_TRIGGER")
 	pf.StringVar(&d.g.schema, "schema", migrate.DefaultSchema, "schema holding ip2a-ops's own tables (the run ledger)")

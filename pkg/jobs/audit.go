@@ -89,7 +89,7 @@ var AuditArchive = &Def[AuditArchiveArgs, audit.RunResult]{
 		}
 		return func(ctx context.Context, env Env) (audit.RunResult, error) {
 			opts.Logger = env.Logger
-			opts.ProgressFunc = func(r audit.RunResult) { env.progress(r) }
+			opts.ProgressFunc = func(r audit.RunResult) { env.summary(r) }
 			return audit.Run(ctx, opts)
 		}, nil
 	},

@@ -113,14 +113,15 @@ var Backup = &Def[BackupArgs, BackupResult]{
 			return nil, err
 		}
 		return func(ctx context.Context, env Env) (BackupResult, error) {
-			opts.Logger = env.Logger
+			opts.Logger, opts.Progress = env.Logger, env.Tracker
 			res, err := backup.Run(ctx, opts)
 			out := BackupResult{Result: res}
 			if err != nil || !a.Prune {
 				return out, err
 			}
-			env.progress(out)
-			pr, err := backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: a.Prefix, Policy: a.Policy, Apply: true, Now: env.Now})
+			env.summary(out)
+			pr, err := backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: a.Prefix, Policy: a.Policy, Apply: true, Now: env.Now,
+				Progress: env.Tracker})
 			out.Prune = &pr
 			return out, err
 		}, nil
@@ -163,7 +164,7 @@ var BackupVerify = &Def[BackupVerifyArgs, backup.VerifyResult]{
 		return func(ctx context.Context, env Env) (backup.VerifyResult, error) {
 			return backup.Verify(ctx, backup.VerifyOptions{Store: st, Prefix: a.Prefix, ID: id, Level: backup.Level(a.Level),
 				Identities: ids, ScratchURL: a.ScratchURL, PgBinDir: env.PgBinDir, PgRestore: a.PgRestore,
-				WorkDir: a.WorkDir, Jobs: a.Jobs, Record: true, By: env.Host, Now: env.Now, Logger: env.Logger})
+				WorkDir: a.WorkDir, Jobs: a.Jobs, Record: true, By: env.Host, Now: env.Now, Logger: env.Logger, Progress: env.Tracker})
 		}, nil
 	},
 }
@@ -197,7 +198,7 @@ var BackupRestore = &Def[BackupRestoreArgs, backup.RestoreResult]{
 			return nil, exitcode.WithOutcome(err, exitcode.OutcomeUsage)
 		}
 		return func(ctx context.Context, env Env) (backup.RestoreResult, error) {
-			opts.Logger = env.Logger
+			opts.Logger, opts.Progress = env.Logger, env.Tracker
 			return backup.Restore(ctx, opts)
 		}, nil
 	},
@@ -223,7 +224,8 @@ var BackupPrune = &Def[BackupPruneArgs, backup.PruneResult]{
 			return nil, err
 		}
 		return func(ctx context.Context, env Env) (backup.PruneResult, error) {
-			return backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: a.Prefix, Policy: a.Policy, Apply: a.Apply, Now: env.Now})
+			return backup.Prune(ctx, backup.PruneOptions{Store: st, Prefix: a.Prefix, Policy: a.Policy, Apply: a.Apply, Now: env.Now,
+				Progress: env.Tracker})
 		}, nil
 	},
 }

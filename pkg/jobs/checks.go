@@ -88,10 +88,11 @@ var IntegrityCheck = &Def[IntegrityArgs, integrity.Result]{
 			return nil, usage(err)
 		}
 		return func(ctx context.Context, env Env) (integrity.Result, error) {
+			opts.Tracker = env.Tracker
 			done := 0
 			opts.Progress = func(r integrity.CheckResult) {
 				done++
-				env.progress(map[string]any{"checks_done": done, "checks": len(sel)})
+				env.summary(map[string]any{"checks_done": done, "checks": len(sel)})
 				env.Logger.Debug("check done", "check", r.ID, "status", r.Status, "count", r.Count, "seconds", r.Seconds)
 			}
 			res, err := integrity.Run(ctx, opts)

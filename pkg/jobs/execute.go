@@ -12,6 +12,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/reports"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -33,6 +34,9 @@ type Request struct {
 	MaxRuntime time.Duration
 	// CommandLine is the redacted command line recorded in the ledger.
 	CommandLine []string
+	// Progress, when set, is the run's tracker, so the caller can draw it
+	// (a terminal); nil: the runner makes one.
+	Progress *progress.Tracker
 }
 
 // Response is what came of a Request.
@@ -78,11 +82,12 @@ func Execute(ctx context.Context, env Env, req Request) (Response, error) {
 	}
 	resp := Response{Job: name}
 	var ran bool
-	rep := rn.Execute(ctx, runner.Spec{Job: name, Trigger: req.Trigger, Args: req.CommandLine, Slot: req.Slot, MaxRuntime: req.MaxRuntime},
+	rep := rn.Execute(ctx, runner.Spec{Job: name, Trigger: req.Trigger, Args: req.CommandLine, Slot: req.Slot, MaxRuntime: req.MaxRuntime,
+		Progress: req.Progress},
 		func(ctx context.Context, run *runner.Run) (any, error) {
 			renv := env
 			renv.Logger = run.Logger
-			renv.Progress = run.SetSummary
+			renv.SetSummary, renv.Tracker = run.SetSummary, run.Progress
 			res, err := body(ctx, renv)
 			resp.Result, ran = res, true
 			return res, exitcode.WithOutcome(err, Classify(err))

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -26,7 +27,8 @@ import (
 
 // Env is what a job may use: openers for the database, storage and ledger
 // (so a job that needs none dials nothing), a logger, a clock and a few
-// settings. Execute hands a run its own copy with Logger and Progress set.
+// settings. Execute hands a run its own copy with Logger, SetSummary and
+// Tracker set.
 type Env struct {
 	// DB opens the app database with ip2a-ops's schema current.
 	DB func(ctx context.Context) (*pgxpool.Pool, error)
@@ -48,14 +50,18 @@ type Env struct {
 	Version string
 	// PgBinDir is a PostgreSQL bin directory for restore drills ("" finds one).
 	PgBinDir string
-	// Progress records a running job's summary so far (the ledger's
+	// SetSummary records a running job's summary so far (the ledger's
 	// heartbeat writes it). Set by Execute; a no-op elsewhere.
-	Progress func(summary any)
+	SetSummary func(summary any)
+	// Tracker counts how far along the running job is (the heartbeat
+	// stores it, a terminal may draw it). Set by Execute; nil elsewhere,
+	// which the jobs accept.
+	Tracker *progress.Tracker
 }
 
-func (e Env) progress(v any) {
-	if e.Progress != nil {
-		e.Progress(v)
+func (e Env) summary(v any) {
+	if e.SetSummary != nil {
+		e.SetSummary(v)
 	}
 }
 

@@ -21,6 +21,7 @@ type Display struct {
 	done chan struct{}
 	once sync.Once
 
+	mu    sync.Mutex // serialises drawing and Write
 	bar   *progressbar.ProgressBar
 	seq   uint64
 	total int64
@@ -43,9 +44,12 @@ func (d *Display) loop() {
 	for {
 		select {
 		case <-d.stop:
+			d.mu.Lock()
 			if d.bar != nil {
 				_ = d.bar.Clear()
 			}
+			d.bar = nil
+			d.mu.Unlock()
 			return
 		case <-tick.C:
 			d.draw()
@@ -58,6 +62,8 @@ func (d *Display) draw() {
 	if !ok {
 		return
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if seq != d.seq {
 		if d.bar != nil {
 			_ = d.bar.Clear()
@@ -92,6 +98,17 @@ func (d *Display) newBar(s State) *progressbar.ProgressBar {
 		opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString(string(s.Unit)))
 	}
 	return progressbar.NewOptions64(max, opts...)
+}
+
+// Write writes p (a log line) on the display's terminal: it clears the
+// progress line first, and the next tick draws it again below.
+func (d *Display) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bar != nil {
+		_ = d.bar.Clear()
+	}
+	return d.w.Write(p)
 }
 
 // Stop stops drawing and clears the line, so what is printed next stands
