@@ -64,7 +64,7 @@ func newRootCmd(d *deps) *cobra.Command {
 	envFlag(pf, "max-runtime", "IP2A_OPS_MAX_RUNTIME")
 	pf.DurationVar(&d.g.heartbeat, "heartbeat", 15*time.Second, "how often a running job refreshes its ledger heartbeat")
 	envFlag(pf, "heartbeat", "IP2A_OPS_HEARTBEAT")
-	pf.DurationVar(&d.g.staleAfter, "stale-after", 2*time.Minute, "a running job whose heartbeat is older than this is abandoned and no longer blocks the job")
+	pf.DurationVar(&d.g.staleAfter, "stale-after", 2*time.Minute, "a running job whose heartbeat is older than this is abandoned and no longer blocks the job; at least twice the heartbeat interval (15s): a lower value is raised to that, with a warning")
 	envFlag(pf, "stale-after", "IP2A_OPS_STALE_AFTER")
 	pf.DurationVar(&d.g.connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the database to answer")
 	envFlag(pf, "connect-timeout", "IP2A_OPS_CONNECT_TIMEOUT")

@@ -28,7 +28,8 @@ type Runner struct {
 	PID    int
 	// HeartbeatEvery is how often a running job proves it is alive (15s).
 	HeartbeatEvery time.Duration
-	// StaleAfter is when a silent running row counts as abandoned (2m).
+	// StaleAfter is when a silent running row counts as abandoned (2m);
+	// below twice HeartbeatEvery it is raised to that, with a warning.
 	StaleAfter time.Duration
 	// Notifier, when set, hears of each run's start and end (pings, alerts).
 	// It cannot fail or hold up a job: the start is told concurrently with
@@ -156,12 +157,16 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	if stale <= 0 {
 		stale = 2 * time.Minute
 	}
-	if stale < 2*hb {
-		stale = 2 * hb
-	}
 	logger := rn.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if stale < 2*hb {
+		// A live run may miss one heartbeat (a slow statement, a busy
+		// database) without being taken for dead.
+		logger.Warn("stale timeout raised to twice the heartbeat interval", "job", spec.Job,
+			"stale_after", stale.String(), "heartbeat", hb.String(), "using", (2 * hb).String())
+		stale = 2 * hb
 	}
 	rep := Report{Job: spec.Job}
 	started := time.Now()
