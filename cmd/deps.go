@@ -245,7 +245,7 @@ func (d *deps) trigger() string {
 	if d.g.trigger != "" {
 		return d.g.trigger
 	}
-	return runner.DetectTrigger(d.getenv, runner.ParentName())
+	return runner.DetectTrigger(d.getenv, runner.Ancestors())
 }
 
 func writeJSON(w io.Writer, v any) error {
