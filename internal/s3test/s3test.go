@@ -55,7 +55,17 @@ type Server struct {
 	backend  *s3mem.Backend
 	received atomic.Int64 // request body bytes read by the server
 	stopOnce sync.Once
+
+	mu             sync.Mutex
+	notImplemented map[string]bool
 }
+
+// Operations that NotImplement can refuse.
+const (
+	// ListMultipartUploads is GET /bucket?uploads, which some S3-compatible
+	// servers (s3rver) do not implement.
+	ListMultipartUploads = "ListMultipartUploads"
+)
 
 // Start runs a server until the test ends, with a fresh bucket "ip2a-test".
 func Start(t testing.TB) *Server {
@@ -91,7 +101,7 @@ func New() (*Server, error) {
 		return nil, fmt.Errorf("create bucket: %w", err)
 	}
 	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
-	s.http = httptest.NewServer(s.authenticate(s.count(faker.Server())))
+	s.http = httptest.NewServer(s.authenticate(s.refuse(s.count(faker.Server()))))
 	s.Endpoint = s.http.URL
 	return s, nil
 }
@@ -146,6 +156,43 @@ func (s *Server) Metadata(t testing.TB, objectKey string) map[string]string {
 		t.Fatalf("s3test: head %s: %v", objectKey, err)
 	}
 	return obj.Metadata
+}
+
+// NotImplement makes the server answer the named operations (e.g.
+// ListMultipartUploads) with 501 NotImplemented, as S3-compatible servers
+// that lack them do, from now on.
+func (s *Server) NotImplement(ops ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.notImplemented == nil {
+		s.notImplemented = map[string]bool{}
+	}
+	for _, op := range ops {
+		s.notImplemented[op] = true
+	}
+}
+
+// operation names the S3 operation of a request where NotImplement may
+// refuse it, or "".
+func operation(r *http.Request) string {
+	bucketOnly := !strings.Contains(strings.Trim(r.URL.Path, "/"), "/")
+	if r.Method == http.MethodGet && bucketOnly && r.URL.Query().Has("uploads") {
+		return ListMultipartUploads
+	}
+	return ""
+}
+
+func (s *Server) refuse(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		no := s.notImplemented[operation(r)]
+		s.mu.Unlock()
+		if no {
+			writeError(w, r, http.StatusNotImplemented, "NotImplemented", "A header you provided implies functionality that is not implemented")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) count(next http.Handler) http.Handler {

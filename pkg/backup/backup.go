@@ -170,6 +170,9 @@ type Result struct {
 	TotalSeconds  float64 `json:"total_seconds"`
 	// Cleaned lists the leftovers of interrupted runs that were removed.
 	Cleaned []string `json:"cleaned,omitempty"`
+	// Warnings are housekeeping steps that failed without failing the
+	// backup (a store that cannot list incomplete uploads).
+	Warnings []string `json:"warnings,omitempty"`
 	// Manifest is the manifest written (nil on error).
 	Manifest *Manifest `json:"-"`
 }
@@ -189,8 +192,8 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	recipients, recipientNames, _ := ParseRecipients(o.Recipients)
 
 	res.Stage = "cleanup"
-	cleaned, err := cleanLeftovers(ctx, o.Store, o.Prefix, o.WorkDir, o.OrphanGrace, o.Now)
-	res.Cleaned = cleaned
+	cleaned, warnings, err := cleanLeftovers(ctx, &o)
+	res.Cleaned, res.Warnings = cleaned, warnings
 	if err != nil {
 		return res, err
 	}

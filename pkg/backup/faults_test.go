@@ -1,9 +1,11 @@
 package backup
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +105,29 @@ func TestStorageFaults(t *testing.T) {
 			requireEmptyDir(t, work)
 		})
 	}
+}
+
+// TestS3WithoutMultipartListing: a server that does not implement
+// ListMultipartUploads (s3rver answers 501 NotImplemented) only loses the
+// clearing of stale uploads, which is housekeeping: the run warns, says so
+// in its result, and stores a verified backup.
+func TestS3WithoutMultipartListing(t *testing.T) {
+	t.Parallel()
+	src := fixturetest.NewTestDB(t, fixture.Older, fixture.Options{Seed: 6})
+	srv := s3test.Start(t)
+	srv.NotImplement(s3test.ListMultipartUploads)
+	st, err := storage.Open(t.Context(), srv.Config("prod"))
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	res, err := Run(t.Context(), Options{DatabaseURL: src, Store: st, WorkDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
+	require.True(t, res.Verified)
+	require.Len(t, res.Warnings, 1)
+	require.Contains(t, res.Warnings[0], "NotImplemented")
+	require.Regexp(t, `"level":"WARN","msg":"could not clear incomplete uploads of interrupted runs; going on","store":"s3://ip2a-test/prod at [^"]+","error":"s3 clean temp prod/: NotImplemented`, logs.String())
+	l, err := List(t.Context(), ListOptions{Store: st})
+	require.NoError(t, err)
+	require.Len(t, l.Backups, 1)
 }
 
 // TestS3GoesAwayBeforeUpload: the endpoint answers the first listing, then
