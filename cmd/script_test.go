@@ -67,6 +67,7 @@ func TestScripts(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitrun":  cmdWaitRun,
+			"waitsql":  cmdWaitSQL,
 			"exitcode": cmdExitCode,
 		},
 	})
@@ -174,18 +175,30 @@ func cmdWaitRun(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: waitrun JOB")
 	}
+	waitQuery(ts, "a running "+args[0]+" run", `SELECT count(*) > 0 FROM ip2a_ops.runs WHERE job = $1 AND state = 'running'`, args[0])
+}
+
+// cmdWaitSQL waits (up to 30 s) until a query returns true, so a script
+// waits for what it needs rather than for a time: waitsql 'SELECT ...'.
+func cmdWaitSQL(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitsql 'SELECT boolean'")
+	}
+	waitQuery(ts, args[0], args[0])
+}
+
+func waitQuery(ts *testscript.TestScript, what, query string, args ...any) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, ts.Getenv("DATABASE_URL"))
 	ts.Check(err)
 	defer conn.Close(ctx)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		var n int
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.runs WHERE job = $1 AND state = 'running'`, args[0]).Scan(&n)
-		if err == nil && n > 0 {
+		var ok bool
+		if err := conn.QueryRow(ctx, query, args...).Scan(&ok); err == nil && ok {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ts.Fatalf("no running %s run within 30s", args[0])
+	ts.Fatalf("timed out after 30s waiting for %s", what)
 }

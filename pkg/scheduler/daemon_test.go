@@ -125,6 +125,23 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// settled reports whether the daemon has finished its pass over the due
+// slots (it waits on the clock again) and every run it started in it has
+// returned. A test waits for this, not for a count, before asserting what
+// the pass did: a run is started in a goroutine, so a count can be reached
+// while a later entry of the same pass is still being fired.
+func settled(clk *fakeClock, st *started) bool {
+	if clk.waiting() == 0 {
+		return false
+	}
+	for _, j := range st.stats.Snapshot().Jobs {
+		if j.Running > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 type started struct {
 	cancel context.CancelFunc
 	done   chan Result
@@ -175,12 +192,27 @@ func TestDaemonThreeReplicasRunEachSlotOnce(t *testing.T) {
 	ct := crontab(t, "@every 1s ip2a-ops sleep-job --job-name a\n@every 1s ip2a-ops sleep-job --job-name b\n")
 	rec := &recorder{}
 	var all []*Stats
+	var daemons []*started
 	for i := 0; i < 3; i++ {
 		st := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Host: "replica", PID: i})
 		all = append(all, st.stats)
+		daemons = append(daemons, st)
 	}
-	eventually(t, "8 runs", func() bool { return len(rec.got()) >= 8 })
-	time.Sleep(1200 * time.Millisecond) // let one more slot pass while all three run
+	lost := func() int64 {
+		var n int64
+		for _, s := range all {
+			for _, j := range s.Snapshot().Jobs {
+				n += j.Slots[SlotLost]
+			}
+		}
+		return n
+	}
+	eventually(t, "8 runs and a slot another replica won", func() bool { return len(rec.got()) >= 8 && lost() > 0 })
+	// Stopped, each daemon has waited for its runs: every slot claimed so
+	// far is in the recorder, whatever the machine's speed.
+	for _, st := range daemons {
+		st.stop()
+	}
 	calls := rec.got()
 	seen := map[string]int{}
 	first, last := map[string]time.Time{}, map[string]time.Time{}
@@ -200,13 +232,7 @@ func TestDaemonThreeReplicasRunEachSlotOnce(t *testing.T) {
 			require.Equal(t, 1, seen[job+s.Format(time.RFC3339)], "slot %s of %s missing", s, job)
 		}
 	}
-	var lost int64
-	for _, s := range all {
-		for _, j := range s.Snapshot().Jobs {
-			lost += j.Slots[SlotLost]
-		}
-	}
-	require.Positive(t, lost, "the other replicas saw the slots claimed")
+	require.Positive(t, lost(), "the other replicas saw the slots claimed")
 }
 
 // TestDaemonCatchUpAfterDowntime starts a daemon long after the last slots
@@ -225,7 +251,7 @@ func TestDaemonCatchUpAfterDowntime(t *testing.T) {
 	clk := &fakeClock{now: utc("2026-03-10T12:00:00Z")}
 	rec := &recorder{}
 	st := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Clock: clk})
-	eventually(t, "start-up catch-up", func() bool { return len(rec.got()) == 3 && clk.waiting() > 0 })
+	eventually(t, "start-up catch-up", func() bool { return settled(clk, st) })
 	require.ElementsMatch(t, []string{
 		"backup 2026-03-10T02:00:00Z catchup", "audit-archive 2026-03-01T00:00:00Z catchup", "cleanup 2026-03-10T04:00:00Z catchup",
 	}, slotsOf(rec.got()))
@@ -236,7 +262,8 @@ func TestDaemonCatchUpAfterDowntime(t *testing.T) {
 		VALUES ('backup', 'manual', 'laptop', 1, 'succeeded', '2026-03-12T09:00:00Z', '2026-03-12T09:05:00Z', 0)`)
 	require.NoError(t, err)
 	clk.Jump(utc("2026-03-12T10:00:00Z")) // asleep for two days
-	eventually(t, "resume", func() bool { return st.stats.Snapshot().Jobs["backup"].Slots[SlotAlready] == 1 })
+	eventually(t, "resume", func() bool { return settled(clk, st) })
+	require.Equal(t, int64(1), st.stats.Snapshot().Jobs["backup"].Slots[SlotAlready], "12 March's backup slot is covered by the manual run")
 	require.Len(t, rec.got(), 4, "cleanup's 11 March 04:00 slot is 30h late: missed; 12 March's is 6h late: caught up")
 	require.Equal(t, "cleanup 2026-03-12T04:00:00Z catchup", slotsOf(rec.got())[3])
 	snap := st.stats.Snapshot()
@@ -244,9 +271,9 @@ func TestDaemonCatchUpAfterDowntime(t *testing.T) {
 	require.Equal(t, int64(2), snap.Jobs["grant-report"].Slots[SlotMissed])
 
 	// On time from here on: 13 March 02:00 runs as scheduled.
-	eventually(t, "waiting", func() bool { return clk.waiting() > 0 })
 	clk.Set(utc("2026-03-13T02:00:00Z"))
-	eventually(t, "on-time backup", func() bool { return len(rec.got()) == 5 })
+	eventually(t, "on-time backup", func() bool { return settled(clk, st) })
+	require.Len(t, rec.got(), 5)
 	require.Equal(t, "backup 2026-03-13T02:00:00Z scheduled", slotsOf(rec.got())[4])
 
 	// A restart does not repeat what ran.
@@ -254,7 +281,7 @@ func TestDaemonCatchUpAfterDowntime(t *testing.T) {
 	rec2 := &recorder{}
 	clk2 := &fakeClock{now: utc("2026-03-13T02:30:00Z")}
 	st2 := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec2.run, Clock: clk2})
-	eventually(t, "restart settles", func() bool { return clk2.waiting() > 0 })
+	eventually(t, "restart settles", func() bool { return settled(clk2, st2) })
 	require.Empty(t, rec2.got())
 	require.Equal(t, int64(1), st2.stats.Snapshot().Jobs["backup"].Slots[SlotLost]+st2.stats.Snapshot().Jobs["backup"].Slots[SlotAlready])
 }
@@ -267,18 +294,19 @@ func TestDaemonClockBackwardsDoesNotRepeat(t *testing.T) {
 	ct := crontab(t, "*/10 * * * * ip2a-ops cleanup\n")
 	clk := &fakeClock{now: utc("2026-05-01T10:00:30Z")}
 	rec := &recorder{}
-	startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Clock: clk})
+	st := startDaemon(t, Options{Crontab: ct, Claims: claims, Run: rec.run, Clock: clk})
 	for _, at := range []string{"2026-05-01T10:10:00Z", "2026-05-01T10:20:00Z"} {
-		eventually(t, "waiting", func() bool { return clk.waiting() > 0 })
+		eventually(t, "waiting", func() bool { return settled(clk, st) })
 		clk.Set(utc(at))
 	}
-	eventually(t, "3 runs", func() bool { return len(rec.got()) == 3 })
+	eventually(t, "10:20 ran", func() bool { return settled(clk, st) })
+	require.Len(t, rec.got(), 3)
 	clk.Jump(utc("2026-05-01T10:05:00Z"))
 	for _, at := range []string{"2026-05-01T10:10:00Z", "2026-05-01T10:20:00Z", "2026-05-01T10:30:00Z"} {
-		eventually(t, "waiting", func() bool { return clk.waiting() > 0 })
+		eventually(t, "waiting", func() bool { return settled(clk, st) })
 		clk.Set(utc(at))
 	}
-	eventually(t, "10:30 runs", func() bool { return len(rec.got()) == 4 })
+	eventually(t, "10:30 ran", func() bool { return settled(clk, st) })
 	require.Equal(t, []string{
 		"cleanup 2026-05-01T10:00:00Z scheduled", "cleanup 2026-05-01T10:10:00Z scheduled",
 		"cleanup 2026-05-01T10:20:00Z scheduled", "cleanup 2026-05-01T10:30:00Z scheduled",
@@ -330,7 +358,10 @@ func TestDaemonOverlap(t *testing.T) {
 			clk.Set(utc("2026-05-01T10:10:00Z"))
 			eventually(t, "waiting", func() bool { return clk.waiting() > 0 && len(rec.got()) >= tt.calls-1 })
 			close(release)
-			eventually(t, "all calls", func() bool { return len(rec.got()) == tt.calls })
+			// A queued slot starts as the first run ends, so settled alone
+			// can hold for a moment before it: wait for its call as well.
+			eventually(t, "all calls", func() bool { return settled(clk, st) && len(rec.got()) >= tt.calls })
+			require.Len(t, rec.got(), tt.calls)
 			snap := st.stats.Snapshot().Jobs["backup"]
 			if tt.name == "skip" {
 				require.Equal(t, int64(2), snap.Slots[SlotSkipped], "both slots during the run are started and skipped")
@@ -358,10 +389,12 @@ func TestDaemonPanicIsAFailedRun(t *testing.T) {
 		return 0
 	}}
 	st := startDaemon(t, Options{Crontab: crontab(t, "* * * * * ip2a-ops cleanup\n"), Claims: claims, Run: rec.run, Clock: clk})
-	eventually(t, "first", func() bool { return len(rec.got()) == 1 && clk.waiting() > 0 })
+	eventually(t, "first", func() bool { return settled(clk, st) })
 	clk.Set(utc("2026-05-01T10:01:00Z"))
-	eventually(t, "second", func() bool { return st.stats.Snapshot().Jobs["cleanup"].Outcomes[OutcomeSucceeded] == 1 })
+	eventually(t, "second", func() bool { return settled(clk, st) })
+	require.Len(t, rec.got(), 2)
 	snap := st.stats.Snapshot()
+	require.Equal(t, int64(1), snap.Jobs["cleanup"].Outcomes[OutcomeSucceeded])
 	require.Equal(t, int64(1), snap.Panics)
 	require.Equal(t, int64(1), snap.Jobs["cleanup"].Outcomes[OutcomeFailed])
 }
