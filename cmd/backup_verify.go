@@ -90,7 +90,9 @@ func newBackupRestoreCmd(d *deps, o *backupOptions) *cobra.Command {
 		Short:       "Restore a backup into another database and compare row counts",
 		Long: `Download a backup, check its SHA-256, decrypt (--identity), decompress to a
 scratch file and restore it with pg_restore --jobs into --target-url, then
-compare every table's row count with the manifest.
+compare every table's row count with the manifest. The runs that were going
+on in the source when the backup was taken (the backup's own at least) are
+marked abandoned in the restored ledger, so they block nothing there.
 
 It refuses the backup's source database (recognised by the server's system
 identifier and the database name, whatever the URL looks like) and a target

@@ -68,6 +68,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitrun":  cmdWaitRun,
 			"waitsql":  cmdWaitSQL,
+			"newdb":    cmdNewDB(admin),
 			"exitcode": cmdExitCode,
 		},
 	})
@@ -166,6 +167,20 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if got != want {
 		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// cmdNewDB creates another empty database, dropped when the script ends,
+// and puts its URL in the named variable: newdb VAR.
+func cmdNewDB(admin string) func(ts *testscript.TestScript, neg bool, args []string) {
+	return func(ts *testscript.TestScript, neg bool, args []string) {
+		if len(args) != 1 || neg {
+			ts.Fatalf("usage: newdb VAR")
+		}
+		url, drop, err := pgtest.CreateDatabase(context.Background(), admin)
+		ts.Check(err)
+		ts.Defer(func() { _ = drop() })
+		ts.Setenv(args[0], url)
 	}
 }
 

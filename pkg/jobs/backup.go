@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/ip2a/ip2a-ops/pkg/backup"
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
@@ -199,9 +201,32 @@ var BackupRestore = &Def[BackupRestoreArgs, backup.RestoreResult]{
 		}
 		return func(ctx context.Context, env Env) (backup.RestoreResult, error) {
 			opts.Logger, opts.Progress = env.Logger, env.Tracker
-			return backup.Restore(ctx, opts)
+			res, err := backup.Restore(ctx, opts)
+			if err == nil {
+				err = abandonSourceRuns(ctx, env, a.TargetURL, res.ID)
+			}
+			return res, err
 		}, nil
 	},
+}
+
+// abandonSourceRuns marks abandoned the runs that were going on in the
+// source when the backup was taken (the backup's own at least): in the
+// restored ledger they run nowhere and must not block the first run there.
+func abandonSourceRuns(ctx context.Context, env Env, targetURL, id string) error {
+	pool, err := dbconn.Open(ctx, targetURL, dbconn.Options{MaxConns: 1})
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer pool.Close()
+	n, err := ledger.New(pool, env.Schema).AbandonRunning(ctx, "running in the source database when backup "+id+" was taken; restored by ip2a-ops backup restore")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if n > 0 {
+		env.Logger.Info("marked the source's running runs abandoned in the restored ledger", "runs", n)
+	}
+	return nil
 }
 
 // BackupPruneArgs are the arguments of backup-prune (version 1).

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
@@ -62,6 +64,9 @@ func (r Run) Duration() time.Duration {
 type Ledger struct {
 	pool  *pgxpool.Pool
 	table string
+
+	idOnce sync.Once
+	id     *string // this database's identity; nil when the server hides it
 }
 
 // New returns a ledger over schema's runs table (the schema must be migrated).
@@ -118,8 +123,27 @@ func scan(row pgx.Row) (Run, error) {
 	return r, nil
 }
 
-// Start claims the job: it marks a stale running row abandoned, then inserts
-// a running row. When another live run holds the job it records a skipped
+// databaseID returns this database's identity as the server sees it, the
+// cluster's system identifier and the database's OID, whatever URL or
+// proxy leads to it; a restored or copied database has another. It is nil
+// (unknown: only the heartbeat tells a dead run) when the server does not
+// let this role read pg_control_system().
+func (l *Ledger) databaseID(ctx context.Context) *string {
+	l.idOnce.Do(func() {
+		var id string
+		err := l.pool.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || oid::text
+			FROM pg_database WHERE datname = current_database()`).Scan(&id)
+		if err == nil {
+			l.id = &id
+		}
+	})
+	return l.id
+}
+
+// Start claims the job: it marks abandoned a running row of the job whose
+// heartbeat is stale, and every running row (of any job) that was started
+// on another database, i.e. copied here by a restore; then it inserts a
+// running row. When another live run holds the job it records a skipped
 // row and returns a *BusyError.
 func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	if p.StaleAfter <= 0 {
@@ -129,16 +153,18 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 		p.Args = []string{}
 	}
 	argsJSON, _ := json.Marshal(p.Args)
+	dbID := l.databaseID(ctx)
 	for attempt := 0; attempt < 3; attempt++ {
 		if _, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
-			error = 'abandoned: no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (process died or lost the database)'
-			WHERE job = $1 AND state = 'running' AND heartbeat_at < now() - $2::interval`, p.Job, p.StaleAfter.String()); err != nil {
+			error = CASE WHEN database_id <> $3 THEN '`+abandonedCopied+`'
+				ELSE 'abandoned: no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (process died or lost the database)' END
+			WHERE state = 'running' AND ((job = $1 AND heartbeat_at < now() - $2::interval) OR database_id <> $3)`, p.Job, p.StaleAfter.String(), dbID); err != nil {
 			return Run{}, fmt.Errorf("ledger: expire stale runs: %w", err)
 		}
-		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot)
-			VALUES ($1, $2, $3, $4, $5, 'running', $6)
+		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id)
+			VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)
 			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, argsJSON, p.Slot))
+			p.Job, p.Trigger, p.Host, p.PID, argsJSON, p.Slot, dbID))
 		if err == nil {
 			return r, nil
 		}
@@ -163,6 +189,29 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 		return Run{}, busy
 	}
 	return Run{}, errors.New("ledger: could not claim the job after 3 attempts")
+}
+
+// abandonedCopied is the error of a running row found on a database other
+// than the one it was started on.
+const abandonedCopied = "abandoned: started on another database (a copy or restore of this one); it does not run here"
+
+// AbandonRunning marks every running row abandoned, with "abandoned: " and
+// reason as its error, and returns how many it marked. It is for a
+// database just restored from a backup, whose running rows were copied
+// from the source and run nowhere here. It needs only the runs table of
+// migration 001, so it works on a ledger restored from an older version;
+// a database without the table has nothing to mark (0, nil).
+func (l *Ledger) AbandonRunning(ctx context.Context, reason string) (int64, error) {
+	tag, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(), error = 'abandoned: ' || $1
+		WHERE state = 'running'`, reason)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined_table, invalid_schema_name
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger: abandon running runs: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // ErrLostClaim is returned by Heartbeat when the run's row is no longer

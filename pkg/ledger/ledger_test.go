@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -110,4 +111,52 @@ func TestHistoryFilters(t *testing.T) {
 	runs, err = l.History(ctx, HistoryFilter{Limit: 1, State: Failed})
 	require.NoError(t, err)
 	require.Len(t, runs, 1)
+}
+
+// TestCopiedRunningRowIsAbandoned: a database copied while a run was going
+// on (pg_dump and pg_restore, as a restore does) carries the running row.
+// On the copy it was started on another database, so the first Start of
+// any job there marks it abandoned at once; on the source it still holds.
+func TestCopiedRunningRowIsAbandoned(t *testing.T) {
+	t.Parallel()
+	src, srcPool := newLedger(t)
+	ctx := t.Context()
+	live, err := src.Start(ctx, StartParams{Job: "backup", Trigger: "cron", Host: "a", PID: 1})
+	require.NoError(t, err)
+	_, err = srcPool.Exec(ctx, `INSERT INTO ip2a_ops.runs (job, trigger, host, pid, state) VALUES ('cleanup', 'cron', 'old', 2, 'running')`)
+	require.NoError(t, err, "a running row from before database_id existed")
+
+	copyURL := pgtest.NewDatabase(t)
+	dump := exec.CommandContext(ctx, "sh", "-c", `pg_dump -Fc --schema=ip2a_ops "$1" | pg_restore --no-owner -d "$2"`, "sh", srcPool.Config().ConnString(), copyURL)
+	out, err := dump.CombinedOutput()
+	require.NoError(t, err, string(out))
+	cp := New(pgtest.Pool(t, copyURL), migrate.DefaultSchema)
+
+	_, err = src.Start(ctx, StartParams{Job: "backup", Trigger: "cron", Host: "b", PID: 3})
+	var busy *BusyError
+	require.ErrorAs(t, err, &busy, "on the source the run is live")
+	require.Equal(t, live.ID, busy.Holder.ID)
+
+	_, err = cp.Start(ctx, StartParams{Job: "integrity-check", Trigger: "cron", Host: "c", PID: 4})
+	require.NoError(t, err)
+	copied, err := cp.Get(ctx, live.ID)
+	require.NoError(t, err)
+	require.Equal(t, Abandoned, copied.State)
+	require.Equal(t, "abandoned: started on another database (a copy or restore of this one); it does not run here", copied.Error)
+	_, err = cp.Start(ctx, StartParams{Job: "backup", Trigger: "cron", Host: "c", PID: 5})
+	require.NoError(t, err, "the copy's first backup runs at once")
+
+	// A row without database_id (written before it existed) is left to the
+	// heartbeat rule, on either side.
+	var states []string
+	require.NoError(t, cp.pool.QueryRow(ctx, `SELECT array_agg(state) FROM ip2a_ops.runs WHERE job = 'cleanup'`).Scan(&states))
+	require.Equal(t, []string{Running}, states)
+
+	n, err := cp.AbandonRunning(ctx, "restored")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n, "cleanup's old row and the two runs started on the copy")
+	gone := New(pgtest.Pool(t, pgtest.NewDatabase(t)), migrate.DefaultSchema)
+	n, err = gone.AbandonRunning(ctx, "restored")
+	require.NoError(t, err, "a database without the ledger has nothing to mark")
+	require.Zero(t, n)
 }
