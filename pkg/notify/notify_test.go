@@ -458,7 +458,10 @@ func TestConcurrentRetriesSendEachOnce(t *testing.T) {
 	pool := newOutbox(t)
 	addr := freeAddr(t)
 	cfg := Config{WebhookURL: "http://" + addr + "/hook"}
-	n := &Notifier{Pool: pool, ConfigFunc: func(string) Config { return cfg }, Backoff: time.Millisecond}
+	// An hour's backoff: with a short one each Notify below also retries the
+	// rows queued before it (the endpoint is still down), and on a slow
+	// machine the first ones reach MaxAttempts and are given up.
+	n := &Notifier{Pool: pool, ConfigFunc: func(string) Config { return cfg }, Backoff: time.Hour}
 	for i := range 10 {
 		require.True(t, n.Notify(t.Context(), finished("integrity-check", int64(i+1), "failed", 1, "x")).Sent[0].Queued)
 	}
