@@ -152,7 +152,10 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	if p.Args == nil {
 		p.Args = []string{}
 	}
+	// JSON is bound as text with an explicit cast: raw bytes would go out
+	// as bytea in the exec and simple_protocol modes a pooling proxy needs.
 	argsJSON, _ := json.Marshal(p.Args)
+	args := string(argsJSON)
 	dbID := l.databaseID(ctx)
 	for attempt := 0; attempt < 3; attempt++ {
 		if _, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
@@ -162,9 +165,9 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 			return Run{}, fmt.Errorf("ledger: expire stale runs: %w", err)
 		}
 		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id)
-			VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7)
 			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, argsJSON, p.Slot, dbID))
+			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID))
 		if err == nil {
 			return r, nil
 		}
@@ -180,8 +183,8 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 		}
 		busy := &BusyError{Holder: holder}
 		skipped, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot)
-			VALUES ($1, $2, $3, $4, $5, 'skipped', now(), $6, $7, $8) RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, argsJSON, exitcode.Skipped, busy.Error(), p.Slot))
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'skipped', now(), $6, $7, $8) RETURNING `+cols,
+			p.Job, p.Trigger, p.Host, p.PID, args, exitcode.Skipped, busy.Error(), p.Slot))
 		if err != nil {
 			return Run{}, fmt.Errorf("ledger: record skipped run: %w", err)
 		}
@@ -253,19 +256,21 @@ func (l *Ledger) Heartbeat(ctx context.Context, id int64, summary any, prog *pro
 
 // Finish records the end of a run.
 func (l *Ledger) Finish(ctx context.Context, id int64, state string, exitCode int, errText string, summary any) error {
-	var b []byte
+	var sum *string // NULL keeps the summary a heartbeat stored
 	if summary != nil {
-		var err error
-		if b, err = json.Marshal(summary); err != nil {
+		b, err := json.Marshal(summary)
+		if err != nil {
 			return fmt.Errorf("ledger: encode summary: %w", err)
 		}
+		s := string(b)
+		sum = &s
 	}
 	var errArg any
 	if errText != "" {
 		errArg = errText
 	}
 	_, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = $2, exit_code = $3, error = $4,
-		summary = coalesce($5, summary), finished_at = now(), heartbeat_at = now() WHERE id = $1`, id, state, exitCode, errArg, b)
+		summary = coalesce($5::jsonb, summary), finished_at = now(), heartbeat_at = now() WHERE id = $1`, id, state, exitCode, errArg, sum)
 	if err != nil {
 		return fmt.Errorf("ledger: finish run %d: %w", id, err)
 	}

@@ -177,8 +177,8 @@ func (n *Notifier) enqueue(ctx context.Context, e Event, channel, target, errTex
 	defer cancel()
 	var id int64
 	err = n.Pool.QueryRow(ctx, `INSERT INTO `+n.table()+` (job, run_id, channel, target, event, attempts, next_attempt_at, last_error)
-		VALUES ($1, $2, $3, $4, $5, 1, now() + make_interval(secs => $6), $7) RETURNING id`,
-		e.Job, e.RunID, channel, target, ev, n.backoff(1).Seconds(), errText).Scan(&id)
+		VALUES ($1, $2, $3, $4, $5::jsonb, 1, now() + make_interval(secs => $6), $7) RETURNING id`,
+		e.Job, e.RunID, channel, target, string(ev), n.backoff(1).Seconds(), errText).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("queue notification: %w", err)
 	}
