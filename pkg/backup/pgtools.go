@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 )
 
 // ErrToolMissing is wrapped when pg_dump or pg_restore cannot be found or is
@@ -148,10 +150,12 @@ func connectInfo(ctx context.Context, dbURL string) (serverInfo, error) {
 }
 
 // toolEnv returns the environment and connection argument for a libpq tool:
-// the password moves from the URL into PGPASSWORD, so it never shows in the
-// process list.
+// pgx's own parameters (default_query_exec_mode, pool_*, ...), which libpq
+// refuses, are dropped, and the password moves from the URL into
+// PGPASSWORD, so it never shows in the process list.
 func toolEnv(dbURL, appName string) (conn string, env []string) {
 	env = append(os.Environ(), "PGAPPNAME="+appName, "LC_ALL=C")
+	dbURL = dbconn.ForLibpq(dbURL)
 	u, err := url.Parse(dbURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.User == nil {
 		return dbURL, env
