@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
@@ -149,7 +150,7 @@ func (c *copier) run(ctx context.Context) ([]int64, error) {
 }
 
 func (c *copier) worker(ctx context.Context, queue <-chan int) error {
-	conn, err := pgx.Connect(ctx, c.dbURL)
+	conn, err := dbconn.ConnectWork(ctx, c.dbURL)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
@@ -381,7 +382,7 @@ func newLoader(ctx context.Context, targetURL string, h archiveHeader, jobs int)
 		enc = "UTF8"
 	}
 	for range jobs {
-		c, err := pgx.Connect(ctx, targetURL)
+		c, err := dbconn.ConnectWork(ctx, targetURL)
 		if err != nil {
 			l.closeConns()
 			stop()

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 )
 
 // auditTriggerNames are the newer schema's audit_logs immutability triggers.
@@ -76,7 +78,7 @@ type snapshot struct {
 }
 
 func openSnapshot(ctx context.Context, dbURL string, lockWait time.Duration) (*snapshot, error) {
-	conn, err := pgx.Connect(ctx, dbURL)
+	conn, err := dbconn.ConnectWork(ctx, dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
