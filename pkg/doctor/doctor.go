@@ -1,6 +1,9 @@
 // Package doctor checks that a deployment of ip2a-ops can do its jobs
-// before a 02:00 run finds out: pg_dump against the server's version, the
-// privileges each job needs, a scratch database for restore drills, storage
+// before a 02:00 run finds out: whether the database URL goes through a
+// transaction-pooling proxy and, if so, the settings that needs (exec
+// mode, a direct URL for the jobs needing a session), pg_dump against the
+// server's version, the privileges each job needs, a scratch database for
+// restore drills, storage
 // reachable and writable, audit_logs' immutability trigger and ip2a-ops's
 // archive guard, the ops schema version, and a crontab's fitness for
 // Railway. Each check says what to fix. It changes nothing but a probe
@@ -75,6 +78,10 @@ type Options struct {
 	// ScratchURL is the database restore drills restore into; empty means
 	// they create one, which needs CREATEDB.
 	ScratchURL string
+	// DirectURL is the connection the jobs in SessionNeeds use when Pool's
+	// URL goes through a transaction-pooling proxy; empty means none is
+	// set (they use Pool's URL).
+	DirectURL string
 	// Store, when set, is checked with storage.Check; StoreErr is the error
 	// opening it gave (reported as the storage problem).
 	Store    storage.Store
@@ -126,12 +133,17 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
+	// First, as a proxy can make the queries below fail.
+	pooling := checkPooling(ctx, o)
 	var serverNum int
 	var role string
 	var super, createdb bool
 	err := o.Pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_user, rolsuper, rolcreatedb
 		FROM pg_roles WHERE rolname = current_user`).Scan(&serverNum, &role, &super, &createdb)
 	if err != nil {
+		if pooling[0].Status == Problem {
+			return Result{}, fmt.Errorf("doctor: read server version and role: %w (%s: %s)", err, pooling[0].Detail, pooling[0].Fix)
+		}
 		return Result{}, fmt.Errorf("doctor: read server version and role: %w", err)
 	}
 	info, err := dbschema.Inspect(ctx, o.Pool, o.AppSchema)
@@ -139,6 +151,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("doctor: %w", err)
 	}
 	var res Result
+	for _, c := range pooling {
+		res.add(c)
+	}
 	res.add(checkPgDump(ctx, o.PgDump, serverNum))
 	for _, c := range checkPrivileges(ctx, o, info, role) {
 		res.add(c)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
+	"github.com/ip2a/ip2a-ops/internal/pgbouncertest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
@@ -82,7 +83,8 @@ func TestHealthyDeploymentHasNoProblems(t *testing.T) {
 	}
 	require.Zero(t, res.Problems)
 	require.Equal(t, map[string]string{
-		"pg_dump version": OK,
+		"connection pooling": OK,
+		"pg_dump version":    OK,
 		"privileges: read every table (backup, reports)": OK,
 		"privileges: cleanup":                            OK,
 		"privileges: integrity-check":                    OK,
@@ -95,6 +97,58 @@ func TestHealthyDeploymentHasNoProblems(t *testing.T) {
 		"crontab fit for Railway":                        OK,
 	}, statuses(res))
 	require.Contains(t, find(t, res, "pg_dump version").Detail, "is version 15, the server 15")
+}
+
+// Through PgBouncer in transaction mode doctor names the proxy, wants
+// README's exec mode, and a direct URL for backup that bypasses it.
+func TestDoctorBehindATransactionPool(t *testing.T) {
+	t.Parallel()
+	_, u, o := healthy(t)
+	b := pgbouncertest.Start(t, pgbouncertest.Options{})
+	readme := pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "exec")
+	for _, tc := range []struct {
+		name         string
+		url, direct  string
+		pooling      string
+		directStatus string
+		detail, fix  string
+	}{
+		{"no direct URL", readme, "", OK, Problem, "no direct URL: backup would run through the transaction pool", "DATABASE_DIRECT_URL"},
+		{"direct URL to the database", readme, u, OK, OK, "backup use it", ""},
+		{"direct URL through the proxy too", readme, b.URL(u), OK, Problem, "goes through a transaction-pooling proxy too", "point --direct-url"},
+		{"simple protocol", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "simple_protocol"), u, OK, OK, "backup use it", ""},
+		{"describe_exec prepares", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "describe_exec"), u, Problem, OK, "backup use it", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := pgtest.Pool(t, tc.url)
+			o := o
+			o.Pool, o.DirectURL = pool, tc.direct
+			res, err := Run(t.Context(), o)
+			if tc.pooling == Problem && err != nil {
+				// The proxy may fail doctor's own queries in this mode.
+				t.Log(err)
+				require.ErrorContains(t, err, "default_query_exec_mode=exec")
+				return
+			}
+			require.NoError(t, err)
+			p := find(t, res, "connection pooling")
+			require.Equal(t, tc.pooling, p.Status, p.Detail)
+			require.Contains(t, p.Detail, "goes through a transaction-pooling proxy")
+			if tc.pooling == Problem {
+				require.Contains(t, p.Fix, "default_query_exec_mode=exec")
+			}
+			d := find(t, res, "direct connection")
+			require.Equal(t, tc.directStatus, d.Status, d.Detail)
+			require.Contains(t, d.Detail, tc.detail)
+			require.Contains(t, d.Fix, tc.fix)
+			// Everything else is as healthy as directly.
+			for _, c := range res.Checks {
+				if c.Name != "connection pooling" && c.Name != "direct connection" {
+					require.Equal(t, OK, c.Status, "%s: %s", c.Name, c.Detail)
+				}
+			}
+		})
+	}
 }
 
 func TestDoctorFindsWhatIsBroken(t *testing.T) {
