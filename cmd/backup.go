@@ -60,7 +60,10 @@ Leftovers of interrupted runs are removed by the next run.
 
 pg_dump must be at least the server's major version (--pg-dump PATH picks
 one). --lock-wait-timeout keeps a dump from queueing the app behind a
-migration waiting for a lock.
+migration waiting for a lock. pg_dump and the snapshot's connections use
+--direct-url (DATABASE_DIRECT_URL) when set: they need a session of their
+own, which a transaction-pooling proxy does not give; the run ledger uses
+--database-url.
 
 Exit codes: 0 backup stored and checked, 1 failed (pg_dump failed, storage
 unreachable, disk full, check failed), 2 configuration error (no storage,

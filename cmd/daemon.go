@@ -262,6 +262,9 @@ func (d *deps) childGetenv(req scheduler.RunRequest, url string) func(string) st
 	for k, v := range req.Entry.Env {
 		over[k] = v
 	}
+	if d.g.directURL != "" {
+		over["DATABASE_DIRECT_URL"] = d.g.directURL
+	}
 	over["IP2A_OPS_TRIGGER"] = "daemon"
 	over["IP2A_OPS_SLOT"] = req.Slot.UTC().Format(time.RFC3339)
 	return func(k string) string {

@@ -26,6 +26,7 @@ import (
 // globalFlags are the persistent flags every command has.
 type globalFlags struct {
 	databaseURL    string
+	directURL      string // a connection with a session of its own, for what needs one
 	logFormat      string
 	logLevel       string
 	json           bool
@@ -118,6 +119,16 @@ func (d *deps) dbURL() (string, error) {
 		return "", exitcode.UsageError(err, "ip2a-ops --database-url postgres://user:pass@host:5432/ip2a ...   (or ip2a-ops demo for a throwaway database)")
 	}
 	return u, nil
+}
+
+// directURL is the connection string for work that needs a session of its
+// own (backup's pg_dump and snapshot connections): --direct-url
+// (DATABASE_DIRECT_URL), else the same as dbURL.
+func (d *deps) directURL() (string, error) {
+	if d.g.directURL != "" {
+		return d.g.directURL, nil
+	}
+	return d.dbURL()
 }
 
 // db opens the app database once.

@@ -30,6 +30,11 @@ func newDoctorCmd(d *deps) *cobra.Command {
 		Long: `Check, without changing anything (except a probe object written to and
 deleted from storage):
 
+  - whether the database URL goes through a transaction-pooling proxy
+    (PgBouncer pool_mode=transaction: two connections' transactions share
+    server sessions); if it does, the URL must carry
+    default_query_exec_mode=exec, and backup, which needs a session of its
+    own, a direct URL (--direct-url, DATABASE_DIRECT_URL) that does not;
   - pg_dump is on PATH (or --pg-dump) and not older than the server;
   - the role can SELECT every table and sequence (backup, reports), and has
     what cleanup, integrity-check and audit-archive need;
@@ -62,7 +67,7 @@ unreachable), 2 configuration error, 3 problems found.`,
 }
 
 func runDoctor(ctx context.Context, d *deps, o doctorOptions) error {
-	opts := doctor.Options{PgDump: o.pgDump, ScratchURL: o.scratchURL, OpsSchema: d.g.schema, Now: d.now()}
+	opts := doctor.Options{PgDump: o.pgDump, ScratchURL: o.scratchURL, DirectURL: d.g.directURL, OpsSchema: d.g.schema, Now: d.now()}
 	if bin := d.getenv("IP2A_OPS_PG_BIN"); bin != "" && o.pgDump == "pg_dump" {
 		if _, err := os.Stat(doctor.PgDumpIn(bin)); err == nil {
 			opts.PgDump = doctor.PgDumpIn(bin)

@@ -108,7 +108,7 @@ func (d *deps) invoke(ctx context.Context, inv *invocation) error {
 
 // jobEnv is what jobs get from the command line's dependencies.
 func (d *deps) jobEnv() jobs.Env {
-	return jobs.Env{DB: d.opsDB, DatabaseURL: d.dbURL, Storage: d.storage, Ledger: d.ledger, Runner: d.runner,
+	return jobs.Env{DB: d.opsDB, DatabaseURL: d.dbURL, DirectURL: d.directURL, Storage: d.storage, Ledger: d.ledger, Runner: d.runner,
 		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN")}
 }
 

@@ -19,6 +19,11 @@ with 'ip2a-ops jobs status'.
 Configuration precedence: command-line flag > environment variable > default.
 The database comes from --database-url, else DATABASE_URL (postgres:// or
 postgresql://), else libpq's PG* variables (PGHOST, PGUSER, PGPASSWORD, ...).
+Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction), add
+default_query_exec_mode=exec to that URL and give a direct connection with
+--direct-url (DATABASE_DIRECT_URL) for backup, whose pg_dump and snapshot
+need a session of their own; everything else uses the pooled URL.
+'ip2a-ops doctor' tells whether the URL goes through such a proxy.
 
 New here? 'ip2a-ops demo' runs every job against a throwaway database.
 Exit codes: 'ip2a-ops help exit-codes'.`
@@ -46,6 +51,8 @@ func newRootCmd(d *deps) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&d.g.databaseURL, "database-url", "", "database connection string (env DATABASE_URL; else libpq PG* variables)")
+	pf.StringVar(&d.g.directURL, "direct-url", "", "direct connection, not through a transaction-pooling proxy, for backup's pg_dump and snapshot (default: --database-url)")
+	envFlag(pf, "direct-url", "DATABASE_DIRECT_URL")
 	pf.StringVar(&d.g.logFormat, "log-format", "auto", "log format on stderr: text, json, or auto (text on a terminal, JSON otherwise)")
 	envFlag(pf, "log-format", "IP2A_OPS_LOG_FORMAT")
 	pf.StringVar(&d.g.logLevel, "log-level", "info", "log level: debug, info, warn, error")

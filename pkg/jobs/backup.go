@@ -100,7 +100,7 @@ var Backup = &Def[BackupArgs, BackupResult]{
 		if err != nil {
 			return nil, err
 		}
-		dbURL, err := env.DatabaseURL()
+		dbURL, err := env.DirectURL() // pg_dump and the snapshot need a session
 		if err != nil {
 			return nil, err
 		}

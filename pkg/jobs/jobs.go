@@ -32,8 +32,12 @@ import (
 type Env struct {
 	// DB opens the app database with ip2a-ops's schema current.
 	DB func(ctx context.Context) (*pgxpool.Pool, error)
-	// DatabaseURL is the resolved connection string (for pg_dump).
+	// DatabaseURL is the resolved connection string.
 	DatabaseURL func() (string, error)
+	// DirectURL is the connection string for work that needs a session of
+	// its own, which a transaction-pooling proxy does not give (pg_dump and
+	// its snapshot): --direct-url when set, else DatabaseURL's.
+	DirectURL func() (string, error)
 	// Storage opens the store at url; "" means the bucket named by the
 	// environment, and ErrNoStorage when there is none.
 	Storage func(ctx context.Context, url string) (storage.Store, error)
