@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/ip2a/ip2a-ops/internal/pgbouncertest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
@@ -25,6 +26,7 @@ type mainWithCleanup struct{ m *testing.M }
 
 func (w mainWithCleanup) Run() int {
 	code := w.m.Run()
+	pgbouncertest.StopShared()
 	pgtest.Stop()
 	return code
 }
