@@ -6,21 +6,27 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 )
 
-// closeOnCancel closes the socket when the context is cancelled: the
-// server sees the connection end (or fails its next write to it).
-type closeOnCancel struct{ conn net.Conn }
-
-func (h closeOnCancel) HandleCancel(context.Context) { _ = h.conn.Close() }
-func (h closeOnCancel) HandleUnwatchAfterCancel()    {}
-
 // errNoCancel is what a cancel request's dial gets on a work connection.
 var errNoCancel = errors.New("cancel requests are off for this connection: it is closed instead")
+
+// closeOnCancel ends a cancelled query at once (an immediate deadline:
+// the caller gets context.Canceled, as with pgx's default) and then closes
+// the socket, so the server sees the connection end, or fails its next
+// write to it. pgx's default would send a cancel request and read on for up
+// to 15 s, while the server, never told, streams the rest of a COPY. A
+// work connection whose context is cancelled is done with, even if its
+// query happened to finish first.
+type closeOnCancel struct{ pc *pgconn.PgConn }
+
+func (h closeOnCancel) HandleCancel(context.Context) { _ = h.pc.Conn().SetDeadline(time.Now()) }
+func (h closeOnCancel) HandleUnwatchAfterCancel()    { _ = h.pc.Conn().Close() }
 
 // ConnectWork opens one connection for a long stream (a COPY, an exported
 // snapshot's transaction) that is stopped by closing it. When ctx is
@@ -40,13 +46,12 @@ func ConnectWork(ctx context.Context, connString string) (*pgx.Conn, error) {
 }
 
 // NoCancelRequests makes the one connection c will open close its socket as
-// soon as a query's context is cancelled, and never send a cancel request:
-// once it is connected, any further dial (pgx dials only to cancel) fails
-// at once. (pgx's default would send one and then read on for up to 15 s,
-// while the server, never told, streams the rest of a COPY.) c must serve
-// one connection (pgx.ConnectConfig, not a pool's config).
+// soon as a query's context is cancelled (see closeOnCancel), and never
+// send a cancel request: once it is connected, any further dial (pgx dials
+// only to cancel) fails at once. c must serve one connection
+// (pgx.ConnectConfig, not a pool's config).
 func NoCancelRequests(c *pgconn.Config) {
-	c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler { return closeOnCancel{pc.Conn()} }
+	c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler { return closeOnCancel{pc} }
 	dial := c.DialFunc
 	var connected atomic.Bool
 	c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -2,7 +2,6 @@ package dbconn
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -87,12 +86,12 @@ func TestWorkConnectionClosesInsteadOfCancelling(t *testing.T) {
 			start := time.Now()
 			_, err = conn.Exec(ctx, "SELECT pg_sleep(30)")
 			require.Error(t, err)
-			require.True(t, errors.Is(err, context.Canceled) || ctx.Err() != nil, "%v", err)
+			require.ErrorIs(t, err, context.Canceled)
 			require.Less(t, time.Since(start), 20*time.Second, "the query must stop when its context is cancelled")
 			select {
 			case <-f.firstClosed:
-			case <-time.After(30 * time.Second):
-				t.Fatal("the connection was not closed")
+			case <-time.After(10 * time.Second):
+				t.Fatal("the connection was not closed within 10 s of the cancel")
 			}
 			require.True(t, conn.IsClosed())
 			require.Equal(t, tc.wantDials, f.dials.Load())
@@ -138,16 +137,16 @@ func TestWorkConnectionCopyEndsOnTheServer(t *testing.T) {
 			var pid int
 			require.NoError(t, admin.QueryRow(t.Context(), "SELECT pid FROM pg_stat_activity WHERE application_name = $1", tag).Scan(&pid))
 			_, err = conn.PgConn().CopyTo(ctx, &cancelAfter{cancel: cancel}, "COPY (SELECT a, b, repeat('x', 100) FROM generate_series(1, 100000) a, generate_series(1, 100000) b) TO STDOUT")
-			require.Error(t, err)
+			require.ErrorIs(t, err, context.Canceled)
 			require.True(t, conn.IsClosed())
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var n int
 				require.NoError(t, admin.QueryRow(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid).Scan(&n))
 				if n == 0 {
 					break
 				}
-				require.True(t, time.Now().Before(deadline), "the server still runs the COPY 30 s after the connection closed")
+				require.True(t, time.Now().Before(deadline), "the server still runs the COPY 10 s after the connection closed")
 				time.Sleep(20 * time.Millisecond)
 			}
 		})
