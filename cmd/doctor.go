@@ -33,8 +33,9 @@ deleted from storage):
   - whether the database URL goes through a transaction-pooling proxy
     (PgBouncer pool_mode=transaction: two connections' transactions share
     server sessions); if it does, the URL must carry
-    default_query_exec_mode=exec, and backup, which needs a session of its
-    own, a direct URL (--direct-url, DATABASE_DIRECT_URL) that does not;
+    default_query_exec_mode=exec, and backup and worker, which need a
+    session of their own, a direct URL (--direct-url, DATABASE_DIRECT_URL)
+    that does not;
   - pg_dump is on PATH (or --pg-dump) and not older than the server;
   - the role can SELECT every table and sequence (backup, reports), and has
     what cleanup, integrity-check and audit-archive need;

@@ -21,8 +21,9 @@ The database comes from --database-url, else DATABASE_URL (postgres:// or
 postgresql://), else libpq's PG* variables (PGHOST, PGUSER, PGPASSWORD, ...).
 Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction), add
 default_query_exec_mode=exec to that URL and give a direct connection with
---direct-url (DATABASE_DIRECT_URL) for backup, whose pg_dump and snapshot
-need a session of their own; everything else uses the pooled URL.
+--direct-url (DATABASE_DIRECT_URL) for what needs a session of its own:
+backup's pg_dump and snapshot, and the worker's LISTEN; everything else
+uses the pooled URL.
 'ip2a-ops doctor' tells whether the URL goes through such a proxy.
 
 New here? 'ip2a-ops demo' runs every job against a throwaway database.
@@ -51,7 +52,7 @@ func newRootCmd(d *deps) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&d.g.databaseURL, "database-url", "", "database connection string (env DATABASE_URL; else libpq PG* variables)")
-	pf.StringVar(&d.g.directURL, "direct-url", "", "direct connection, not through a transaction-pooling proxy, for backup's pg_dump and snapshot (default: --database-url)")
+	pf.StringVar(&d.g.directURL, "direct-url", "", "direct connection, not through a transaction-pooling proxy, for backup's pg_dump and snapshot and the worker's LISTEN (default: --database-url)")
 	envFlag(pf, "direct-url", "DATABASE_DIRECT_URL")
 	pf.StringVar(&d.g.logFormat, "log-format", "auto", "log format on stderr: text, json, or auto (text on a terminal, JSON otherwise)")
 	envFlag(pf, "log-format", "IP2A_OPS_LOG_FORMAT")

@@ -43,6 +43,9 @@ docs/tasks.md) or from any River client.
     to the queue for another worker (its attempt not counted). Exit 0.
   - The database may go away: the worker keeps retrying and resumes when
     it is back.
+  - River LISTENs for new tasks on a connection it keeps, which needs a
+    session of its own: the worker connects with --direct-url
+    (DATABASE_DIRECT_URL) when set, else --database-url.
 
 Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
 2 configuration error (bad flag, schema or task queue not migrated).`,
@@ -73,8 +76,10 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 		return err
 	}
 	// A pool of its own, big enough for every running task plus River's
-	// listener, fetchers and completer.
-	url, err := d.dbURL()
+	// listener, fetchers and completer; direct, as the listener needs a
+	// session (through a transaction pool its LISTEN would stay on a server
+	// connection other clients get).
+	url, err := d.directURL()
 	if err != nil {
 		return err
 	}

@@ -113,11 +113,11 @@ func TestDoctorBehindATransactionPool(t *testing.T) {
 		directStatus string
 		detail, fix  string
 	}{
-		{"no direct URL", readme, "", OK, Problem, "no direct URL: backup would run through the transaction pool", "DATABASE_DIRECT_URL"},
-		{"direct URL to the database", readme, u, OK, OK, "backup use it", ""},
+		{"no direct URL", readme, "", OK, Problem, "no direct URL: backup, worker would run through the transaction pool", "DATABASE_DIRECT_URL"},
+		{"direct URL to the database", readme, u, OK, OK, "backup, worker use it", ""},
 		{"direct URL through the proxy too", readme, b.URL(u), OK, Problem, "goes through a transaction-pooling proxy too", "point --direct-url"},
-		{"simple protocol", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "simple_protocol"), u, OK, OK, "backup use it", ""},
-		{"describe_exec prepares", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "describe_exec"), u, Problem, OK, "backup use it", ""},
+		{"simple protocol", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "simple_protocol"), u, OK, OK, "backup, worker use it", ""},
+		{"describe_exec prepares", pgbouncertest.WithParam(b.URL(u), "default_query_exec_mode", "describe_exec"), u, Problem, OK, "backup, worker use it", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pool := pgtest.Pool(t, tc.url)

@@ -25,6 +25,8 @@ var SessionNeeds = []SessionNeed{
 	{"backup", "pg_dump sets up its session (search_path, row_security, timeouts) before its transaction: through a " +
 		"transaction pool those settings land on server connections other clients then get, and its exported " +
 		"snapshot's COPY connections each hold a server for the whole dump"},
+	{"worker", "River LISTENs for new tasks on a connection it keeps: through a transaction pool the LISTEN stays " +
+		"on a server connection other clients get, and the notifications go to them"},
 }
 
 // sessionJobs names the SessionNeeds jobs for a message.
@@ -89,7 +91,10 @@ func checkDirect(ctx context.Context, direct string) Check {
 	c := Check{Name: "direct connection"}
 	if direct == "" {
 		c.Status = Problem
-		c.Detail = "no direct URL: " + sessionJobs() + " would run through the transaction pool. " + SessionNeeds[0].Why
+		c.Detail = "no direct URL: " + sessionJobs() + " would run through the transaction pool"
+		for _, n := range SessionNeeds {
+			c.Detail += ". " + n.Job + ": " + n.Why
+		}
 		c.Fix = "set --direct-url / DATABASE_DIRECT_URL to a connection that bypasses the proxy (the database's own host and port)"
 		return c
 	}
