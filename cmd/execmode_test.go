@@ -17,7 +17,8 @@ import (
 // A job (cleanup) runs through the ledger and queues its undelivered ping
 // in the notification outbox in every exec mode, and the ledger's summary
 // and the outbox's event read back whole: every JSON value the binary binds
-// is sent as text with an explicit type.
+// is sent as text with an explicit type. A task's args go through River's
+// queries in every mode too.
 func TestJobInEveryExecMode(t *testing.T) {
 	t.Parallel()
 	db := fixturetest.NewTestDB(t, fixture.Newer, fixture.Options{Members: 20, Users: 10, AuditRowsPerMonth: 2})
@@ -75,6 +76,17 @@ func TestJobInEveryExecMode(t *testing.T) {
 			require.NoError(t, admin.QueryRow(t.Context(), `SELECT event->>'job', event->>'state' FROM ip2a_ops.notifications
 				WHERE run_id = $1`, run.RunID).Scan(&job, &state))
 			require.Equal(t, []string{"cleanup", "succeeded"}, []string{job, state})
+
+			// The task queue's JSON (River's own queries) too.
+			code, out, stderr = c.run("tasks", "enqueue", "test.sleep", "--in", "1h", "--args", `{"seconds": 1, "note": "é \" q"}`, "--json")
+			require.Equal(t, 0, code, stderr)
+			var queued struct {
+				ID int64 `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(out), &queued), out)
+			code, out, stderr = c.run("tasks", "status", strconv.FormatInt(queued.ID, 10), "--json")
+			require.Equal(t, 4, code, stderr) // scheduled: not finished
+			require.Contains(t, out, `"note": "é \" q"`)
 		})
 	}
 }
