@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
+	"github.com/ip2a/ip2a-ops/internal/pgbouncertest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
@@ -21,25 +22,35 @@ import (
 // TestEveryCommandOnBothGenerations runs every command of README's command
 // table once, in the order an operator would, against each generation of
 // the app's real schema filled by the generator with today as its clock,
-// and checks each command's documented exit code. No command may meet a
+// directly and through PgBouncer in transaction mode (README's pooled URL
+// form, with DATABASE_DIRECT_URL), and checks each command's documented
+// exit code. No command may meet a
 // table or column the database lacks (SQLSTATE 42P01, 42703 on stderr):
 // that is what the dbschema probe is for. A failing command does not stop
 // the run, so one run names every command that fails.
 func TestEveryCommandOnBothGenerations(t *testing.T) {
 	t.Parallel()
-	for _, g := range []fixture.Generation{fixture.Newer, fixture.Older} {
-		t.Run(string(g), func(t *testing.T) {
+	for _, tc := range []struct {
+		g     fixture.Generation
+		route string
+	}{{fixture.Newer, "direct"}, {fixture.Older, "direct"}, {fixture.Newer, "pgbouncer"}, {fixture.Older, "pgbouncer"}} {
+		g := tc.g
+		t.Run(string(g)+"/"+tc.route, func(t *testing.T) {
 			t.Parallel()
 			now := time.Now().UTC().Truncate(time.Second)
 			// Five years of audit_logs: the two oldest are past the 3-year
 			// online window, so audit-archive has months to archive.
 			url := fixturetest.NewTestDB(t, g, fixture.Options{Seed: 7, Now: now, Members: 80, Users: 12,
 				AuditYears: 5, AuditRowsPerMonth: 15})
+			direct := url
 			ping := httptest.NewServer(&hits{})
 			t.Cleanup(ping.Close)
 			dir := t.TempDir()
 			backups, archives, reports := filepath.Join(dir, "backups"), filepath.Join(dir, "archives"), filepath.Join(dir, "reports")
 			require.NoError(t, os.MkdirAll(reports, 0o700))
+			if tc.route == "pgbouncer" {
+				url = readmePooledURL(t, pgbouncertest.Shared(t), url)
+			}
 			c := cli{t: t, env: map[string]string{
 				"DATABASE_URL":             url,
 				"IP2A_OPS_LOG_FORMAT":      "json",
@@ -51,6 +62,9 @@ func TestEveryCommandOnBothGenerations(t *testing.T) {
 				"IP2A_OPS_BACKUP_WORK_DIR": dir,
 				"IP2A_OPS_AUDIT_TEMP_DIR":  dir,
 			}}
+			if tc.route == "pgbouncer" {
+				c.env["DATABASE_DIRECT_URL"] = direct
+			}
 			expect := func(want int, args ...string) string {
 				t.Helper()
 				code, stdout, stderr := c.run(args...)

@@ -18,19 +18,30 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 )
 
-// readmeProxyURLs returns the pooled and direct URLs README gives for a
-// transaction-pooling proxy.
-func readmeProxyURLs(t *testing.T) (pooled, direct string) {
+// readmePooledURL returns direct (a URL of a database on the test server)
+// rewritten to go through b in the exact form README's proxy paragraph
+// gives DATABASE_URL: its query string (default_query_exec_mode=exec) is
+// read from README.
+func readmePooledURL(t *testing.T, b *pgbouncertest.Bouncer, direct string) string {
 	t.Helper()
-	b, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../README.md")
 	require.NoError(t, err)
-	m := regexp.MustCompile(`(?m)^DATABASE_URL='(postgres://[^']+)'\nDATABASE_DIRECT_URL='(postgres://[^']+)'$`).FindStringSubmatch(string(b))
+	m := regexp.MustCompile(`(?m)^DATABASE_URL='(postgres://[^']+)'\nDATABASE_DIRECT_URL='(postgres://[^']+)'$`).FindStringSubmatch(string(readme))
 	require.NotNil(t, m, "README.md's proxy paragraph must show DATABASE_URL='...' and DATABASE_DIRECT_URL='...' on consecutive lines")
-	return m[1], m[2]
+	_, query, ok := strings.Cut(m[1], "?")
+	require.True(t, ok, "README's pooled URL carries its settings as a query string")
+	pooled := b.URL(direct)
+	if strings.Contains(pooled, "?") {
+		return pooled + "&" + query
+	}
+	return pooled + "?" + query
 }
 
 // TestProxyScripts runs cmd/testdata/proxy/*.txtar through a real PgBouncer
-// in pool_mode = transaction. Each script gets its own database:
+// in pool_mode = transaction: what is particular to the proxy (doctor, the
+// direct URL, the worker, the ledger's claims, the daemon's slots);
+// TestEveryCommandOnBothGenerations runs every command through it too. Each
+// script gets its own database:
 // $DATABASE_URL reaches it through the proxy in README's exact form (its
 // query string, default_query_exec_mode=exec), $DIRECT_URL directly (scripts
 // set DATABASE_DIRECT_URL where README says), and $TARGET_URL is a second,
@@ -39,9 +50,6 @@ func TestProxyScripts(t *testing.T) {
 	t.Parallel()
 	admin := pgtest.AdminURL(t)
 	b := pgbouncertest.Shared(t)
-	pooledForm, _ := readmeProxyURLs(t)
-	_, query, ok := strings.Cut(pooledForm, "?")
-	require.True(t, ok, "README's pooled URL carries its settings as a query string")
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/proxy",
 		UpdateScripts: os.Getenv("UPDATE_SCRIPTS") != "",
@@ -56,13 +64,7 @@ func TestProxyScripts(t *testing.T) {
 				return err
 			}
 			env.Defer(func() { _ = dropTarget() })
-			pooled := b.URL(direct)
-			if strings.Contains(pooled, "?") {
-				pooled += "&" + query
-			} else {
-				pooled += "?" + query
-			}
-			env.Setenv("DATABASE_URL", pooled)
+			env.Setenv("DATABASE_URL", readmePooledURL(t, b, direct))
 			env.Setenv("DIRECT_URL", direct)
 			env.Setenv("TARGET_URL", target)
 			env.Setenv("IP2A_OPS_LOG_FORMAT", "json")
