@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,8 +17,13 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
-// taskHandlers is every kind this binary's workers run.
-func taskHandlers() tasks.Handlers { return tasks.Builtin() }
+// taskHandlers is every kind this binary's workers run. The app's kinds
+// stand in unconfigured here; a worker configures them (appTaskHandlers).
+func taskHandlers() tasks.Handlers {
+	h := tasks.Builtin()
+	maps.Copy(h, unconfiguredAppKinds())
+	return h
+}
 
 // taskService opens the durable task service (River in ip2a-ops's schema).
 func (d *deps) taskService(ctx context.Context) (*tasks.River, error) {

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"time"
 
@@ -48,7 +49,9 @@ docs/tasks.md) or from any River client.
     (DATABASE_DIRECT_URL) when set, else --database-url.
 
 Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
-2 configuration error (bad flag, schema or task queue not migrated).`,
+2 configuration error (bad flag, schema or task queue not migrated).
+
+` + appTaskEnvHelp,
 		Example: `  ip2a-ops worker
   ip2a-ops worker --queues default,reports --concurrency 2 --stop-timeout 2m`,
 		Args: cobra.NoArgs,
@@ -72,6 +75,12 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 	if o.concurrency < 1 {
 		return exitcode.Usagef("--concurrency 4", "--concurrency must be at least 1")
 	}
+	handlers := taskHandlers()
+	app, err := d.appTaskHandlers()
+	if err != nil {
+		return err
+	}
+	maps.Copy(handlers, app)
 	if _, err := d.opsDB(ctx); err != nil { // schema current (or --auto-migrate)
 		return err
 	}
@@ -89,7 +98,7 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 	}
 	defer pool.Close()
 	return tasks.RunWorker(ctx, pool, tasks.WorkerOptions{
-		Schema: d.g.schema, Handlers: taskHandlers(), Queues: o.queues, Concurrency: o.concurrency,
+		Schema: d.g.schema, Handlers: handlers, Queues: o.queues, Concurrency: o.concurrency,
 		StopTimeout: o.stopTimeout, Timeout: o.taskTimeout, RescueAfter: o.rescueAfter, Logger: d.logger,
 	})
 }
