@@ -103,7 +103,8 @@ failure POSTs a JSON webhook and sends an email. Settings per job come from
 IP2A_OPS_WEBHOOK_URL_<JOB>, IP2A_OPS_SMTP_TO_<JOB>, else the same names
 without the job suffix (<JOB> is the job name upper-cased, '-' as '_').
 SMTP: IP2A_OPS_SMTP_ADDR (host:port), IP2A_OPS_SMTP_FROM,
-IP2A_OPS_SMTP_USERNAME, IP2A_OPS_SMTP_PASSWORD.
+IP2A_OPS_SMTP_USERNAME, IP2A_OPS_SMTP_PASSWORD, IP2A_OPS_SMTP_TLS (auto,
+implicit, starttls).
 
 A notification that cannot be delivered never fails the job: it is kept in
 ip2a_ops.notifications and retried by the next run of any job (backoff from

@@ -5,6 +5,8 @@ package tasktest
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,5 +98,46 @@ func WaitFor(t testing.TB, s tasks.Service, id tasks.ID, timeout time.Duration, 
 			t.Fatalf("task %d not %s within %s; last status: state %s, attempts %d, errors %v", id, what, timeout, r.State, r.Attempts, r.Errors)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Enqueue queues a task of kind with args (JSON-encoded unless already
+// json.RawMessage) and maxAttempts, and returns its id.
+func Enqueue(t testing.TB, s tasks.Service, kind string, args any, maxAttempts int) tasks.ID {
+	t.Helper()
+	raw, ok := args.(json.RawMessage)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(args); err != nil {
+			t.Fatalf("encode args: %v", err)
+		}
+	}
+	e, err := s.Enqueue(context.Background(), kind, raw, tasks.EnqueueOptions{MaxAttempts: maxAttempts})
+	if err != nil {
+		t.Fatalf("enqueue %s: %v", kind, err)
+	}
+	return e.ID
+}
+
+// Output decodes a task's recorded output.
+func Output[T any](t testing.TB, r tasks.Result) T {
+	t.Helper()
+	var out T
+	if err := json.Unmarshal(r.Output, &out); err != nil {
+		t.Fatalf("task %d output %s: %v", r.ID, r.Output, err)
+	}
+	return out
+}
+
+// FailsAtOnce enqueues a task of kind with args and fails the test unless
+// it fails on its first attempt (a permanent error) with an error
+// containing want.
+func FailsAtOnce(t testing.TB, s tasks.Service, kind, args, want string) {
+	t.Helper()
+	id := Enqueue(t, s, kind, json.RawMessage(args), tasks.DefaultMaxAttempts)
+	r := WaitFinal(t, s, id, time.Minute)
+	if r.State != tasks.StateFailed || r.Attempts != 1 || !strings.Contains(r.LastError(), want) {
+		t.Fatalf("task %d with args %s: state %s after %d attempts, last error %q; want failed after 1 attempt with %q",
+			id, args, r.State, r.Attempts, r.LastError(), want)
 	}
 }

@@ -52,22 +52,17 @@ type Args struct {
 
 var taskRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
 
-// Decode reads args strictly.
+// Decode reads args strictly; its errors are permanent (tasks.Permanent).
 func Decode(raw json.RawMessage) (Args, error) {
 	var a Args
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&a); err != nil {
-		return a, fmt.Errorf("http task args do not parse: %w", err)
-	}
-	if dec.More() {
-		return a, errors.New("http task args do not parse: trailing data")
+	if err := tasks.DecodeArgs(raw, &a); err != nil {
+		return a, err
 	}
 	if a.V != ArgsVersion {
-		return a, fmt.Errorf("http task args are version %d, this binary reads version %d", a.V, ArgsVersion)
+		return a, tasks.Permanent(fmt.Errorf("http task args are version %d, this binary reads version %d", a.V, ArgsVersion))
 	}
 	if !taskRE.MatchString(a.Task) {
-		return a, fmt.Errorf("http task name %q: want letters, digits, _ . - (it becomes a path segment)", a.Task)
+		return a, tasks.Permanent(fmt.Errorf("http task name %q: want letters, digits, _ . - (it becomes a path segment)", a.Task))
 	}
 	if len(bytes.TrimSpace(a.Payload)) == 0 {
 		a.Payload = json.RawMessage("{}")
@@ -162,7 +157,7 @@ func NewHandler(o Options) (tasks.Handler, error) {
 	return func(ctx context.Context, t tasks.Task) (json.RawMessage, error) {
 		a, err := Decode(t.Args)
 		if err != nil {
-			return nil, tasks.Permanent(err)
+			return nil, err
 		}
 		return deliver(ctx, client, o, base, t, a)
 	}, nil

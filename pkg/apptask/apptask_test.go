@@ -94,16 +94,11 @@ func setup(t *testing.T, baseURL string, opts apptask.Options) *tasks.River {
 func enqueue(t *testing.T, s tasks.Service, task, payload string, maxAttempts int) tasks.ID {
 	t.Helper()
 	args := fmt.Sprintf(`{"v": 1, "task": %q, "payload": %s}`, task, payload)
-	e, err := s.Enqueue(t.Context(), apptask.Kind, json.RawMessage(args), tasks.EnqueueOptions{MaxAttempts: maxAttempts})
-	require.NoError(t, err)
-	return e.ID
+	return tasktest.Enqueue(t, s, apptask.Kind, json.RawMessage(args), maxAttempts)
 }
 
 func output(t *testing.T, r tasks.Result) apptask.Output {
-	t.Helper()
-	var o apptask.Output
-	require.NoError(t, json.Unmarshal(r.Output, &o), "output %s", r.Output)
-	return o
+	return tasktest.Output[apptask.Output](t, r)
 }
 
 func TestDeliversSignedPayload(t *testing.T) {
@@ -237,12 +232,7 @@ func TestBadArgsFailAtOnce(t *testing.T) {
 		{"path in the name", `{"v": 1, "task": "../admin"}`, `http task name "../admin"`},
 		{"no name", `{"v": 1}`, `http task name ""`},
 	} {
-		e, err := s.Enqueue(t.Context(), apptask.Kind, json.RawMessage(tt.args), tasks.EnqueueOptions{})
-		require.NoError(t, err)
-		r := tasktest.WaitFinal(t, s, e.ID, time.Minute)
-		require.Equal(t, tasks.StateFailed, r.State, tt.name)
-		require.Equal(t, 1, r.Attempts, tt.name)
-		require.Contains(t, r.LastError(), tt.want, tt.name)
+		tasktest.FailsAtOnce(t, s, apptask.Kind, tt.args, tt.want)
 	}
 	requests, _, _ := a.counts()
 	require.Zero(t, requests)

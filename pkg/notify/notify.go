@@ -9,6 +9,7 @@ package notify
 
 import (
 	"crypto/sha1"
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"strings"
@@ -49,17 +50,29 @@ const (
 	ChannelEmail   = "email"
 )
 
-// SMTP configures email on failure. Addr is host:port; port 465 means
-// implicit TLS, otherwise STARTTLS is used whenever the server offers it.
-// Username/Password enable AUTH PLAIN, which net/smtp only sends over TLS
-// or to a loopback server.
+// SMTP configures email on failure (and the email task kind). Addr is
+// host:port. Username/Password enable AUTH PLAIN, which net/smtp only sends
+// over TLS or to a loopback server.
 type SMTP struct {
 	Addr     string
 	From     string
 	To       []string
 	Username string
 	Password string
+	// TLS is TLSAuto (or ""): implicit TLS on port 465, otherwise STARTTLS
+	// whenever the server offers it; TLSImplicit: TLS from the first byte
+	// on any port; TLSStartTLS: STARTTLS, refusing a server without it.
+	TLS string
+	// RootCAs verifies the server's certificate (nil: the system's roots).
+	RootCAs *x509.CertPool
 }
+
+// The SMTP.TLS modes (IP2A_OPS_SMTP_TLS).
+const (
+	TLSAuto     = "auto"
+	TLSImplicit = "implicit"
+	TLSStartTLS = "starttls"
+)
 
 // Configured reports whether email can be sent.
 func (s SMTP) Configured() bool { return s.Addr != "" && s.From != "" && len(s.To) > 0 }
@@ -101,6 +114,9 @@ func (c Config) Validate() error {
 		case len(s.To) == 0:
 			return fmt.Errorf("SMTP.To: required when email is configured")
 		}
+		if s.TLS != "" && s.TLS != TLSAuto && s.TLS != TLSImplicit && s.TLS != TLSStartTLS {
+			return fmt.Errorf("SMTP.TLS: %q is not auto, implicit or starttls", s.TLS)
+		}
 		for _, a := range append([]string{s.From}, s.To...) {
 			if strings.ContainsAny(a, "\r\n<>") || !strings.Contains(a, "@") {
 				return fmt.Errorf("SMTP: %q is not a plain email address", a)
@@ -127,6 +143,7 @@ func envJob(job string) string {
 //	IP2A_OPS_PING_URL[_JOB]      IP2A_OPS_WEBHOOK_URL[_JOB]
 //	IP2A_OPS_SMTP_ADDR           IP2A_OPS_SMTP_FROM      IP2A_OPS_SMTP_TO[_JOB] (comma-separated)
 //	IP2A_OPS_SMTP_USERNAME       IP2A_OPS_SMTP_PASSWORD  IP2A_OPS_NOTIFY_TIMEOUT (Go duration)
+//	IP2A_OPS_SMTP_TLS (auto, implicit, starttls)
 func ConfigFromEnv(getenv func(string) string, job string) Config {
 	pick := func(name string) string {
 		if v := strings.TrimSpace(getenv(name + "_" + envJob(job))); v != "" {
@@ -143,6 +160,7 @@ func ConfigFromEnv(getenv func(string) string, job string) Config {
 			To:       SplitList(pick("IP2A_OPS_SMTP_TO")),
 			Username: pick("IP2A_OPS_SMTP_USERNAME"),
 			Password: pick("IP2A_OPS_SMTP_PASSWORD"),
+			TLS:      strings.ToLower(strings.TrimSpace(getenv("IP2A_OPS_SMTP_TLS"))),
 		},
 	}
 	if d, err := time.ParseDuration(strings.TrimSpace(getenv("IP2A_OPS_NOTIFY_TIMEOUT"))); err == nil && d > 0 {

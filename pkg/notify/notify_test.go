@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
+	"github.com/ip2a/ip2a-ops/internal/smtptest"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
 )
 
@@ -210,8 +211,8 @@ func TestDeliverWebhookAndPing(t *testing.T) {
 
 func TestDeliverEmail(t *testing.T) {
 	t.Parallel()
-	smtpSrv := newSMTPServer(t, "ops", "s3cret")
-	cfg := Config{SMTP: SMTP{Addr: smtpSrv.addr, From: "ops@ibew46.example", To: []string{"admin@ibew46.example", "oncall@ibew46.example"}, Username: "ops", Password: "s3cret"}}
+	smtpSrv := smtptest.New(t, smtptest.Options{User: "ops", Password: "s3cret"})
+	cfg := Config{SMTP: SMTP{Addr: smtpSrv.Addr(), From: "ops@ibew46.example", To: []string{"admin@ibew46.example", "oncall@ibew46.example"}, Username: "ops", Password: "s3cret"}}
 	ev := finished("audit-archive", 9, "failed", 1, "line one\n.dot line\nline three")
 	require.NoError(t, Deliver(t.Context(), cfg, ChannelEmail, ev))
 	mails := smtpSrv.Mails()
@@ -287,13 +288,13 @@ func TestNotifyQueuesWhileDownAndRetriesWhenBack(t *testing.T) {
 	t.Parallel()
 	pool := newOutbox(t)
 	httpAddr := freeAddr(t)
-	smtpSrv := newSMTPServer(t, "", "")
+	smtpSrv := smtptest.New(t, smtptest.Options{})
 	smtpSrv.Stop() // the mail relay is down too
 
 	cfg := Config{
 		PingURL:    "http://" + httpAddr + "/ping/tok-123",
 		WebhookURL: "http://" + httpAddr + "/hook/tok-456",
-		SMTP:       SMTP{Addr: smtpSrv.addr, From: "ops@x.example", To: []string{"admin@x.example"}, Password: "pw-789"},
+		SMTP:       SMTP{Addr: smtpSrv.Addr(), From: "ops@x.example", To: []string{"admin@x.example"}, Password: "pw-789"},
 		Timeout:    2 * time.Second,
 	}
 	n := &Notifier{Pool: pool, ConfigFunc: func(string) Config { return cfg }, Backoff: time.Millisecond}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/smtp"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -162,16 +163,64 @@ func post(ctx context.Context, target, contentType string, body []byte) error {
 	return nil
 }
 
-// sendMail speaks SMTP with net/smtp under ctx's deadline: implicit TLS on
-// port 465, STARTTLS when offered, AUTH PLAIN when a username is set.
 func sendMail(ctx context.Context, s SMTP, e Event) error {
 	if !s.Configured() {
 		return errors.New("SMTP address, From and To are required")
+	}
+	return SendMail(ctx, s, Envelope{From: s.From, To: s.To, Data: Message(s, e)})
+}
+
+// Envelope is one message for SendMail: the SMTP envelope's sender and
+// recipients, and the RFC 5322 message (CRLF line ends).
+type Envelope struct {
+	From string
+	To   []string
+	Data []byte
+}
+
+// ReplyError is an SMTP server's refusal: its reply code and text.
+type ReplyError struct {
+	Code int
+	Msg  string
+}
+
+func (e *ReplyError) Error() string { return fmt.Sprintf("%d %s", e.Code, e.Msg) }
+
+// Permanent reports a 5xx reply: sending again will be refused again.
+// A 4xx reply is a temporary refusal.
+func (e *ReplyError) Permanent() bool { return e.Code >= 500 && e.Code <= 599 }
+
+// SendMail delivers env through the relay s names (s.To is not used) under
+// ctx's deadline: implicit TLS or STARTTLS as s.TLS says, AUTH PLAIN when a
+// username is set. A refusal by the server is returned as a wrapped
+// *ReplyError, so callers can tell a permanent 5xx refusal from a
+// transient 4xx one or a connection error.
+func SendMail(ctx context.Context, s SMTP, env Envelope) error {
+	err := sendMailOnce(ctx, s, env)
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		re := &ReplyError{Code: te.Code, Msg: te.Msg}
+		return fmt.Errorf("%s%w", strings.TrimSuffix(err.Error(), te.Error()), re)
+	}
+	return err
+}
+
+func sendMailOnce(ctx context.Context, s SMTP, env Envelope) error {
+	if s.Addr == "" || env.From == "" || len(env.To) == 0 {
+		return errors.New("SMTP address, sender and recipients are required")
 	}
 	host, port, err := net.SplitHostPort(s.Addr)
 	if err != nil {
 		return fmt.Errorf("SMTP address %q: %w", s.Addr, err)
 	}
+	mode := s.TLS
+	if mode == "" || mode == TLSAuto {
+		mode = TLSAuto
+		if port == "465" {
+			mode = TLSImplicit
+		}
+	}
+	tlsConfig := &tls.Config{ServerName: host, RootCAs: s.RootCAs}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", s.Addr)
 	if err != nil {
@@ -182,8 +231,8 @@ func sendMail(ctx context.Context, s SMTP, e Event) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if port == "465" {
-		tc := tls.Client(conn, &tls.Config{ServerName: host})
+	if mode == TLSImplicit {
+		tc := tls.Client(conn, tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = conn.Close()
 			return fmt.Errorf("TLS: %w", err)
@@ -199,9 +248,15 @@ func sendMail(ctx context.Context, s SMTP, e Event) error {
 	if err := c.Hello("ip2a-ops"); err != nil {
 		return err
 	}
-	if ok, _ := c.Extension("STARTTLS"); ok && port != "465" {
-		if err := c.StartTLS(&tls.Config{ServerName: host}); err != nil {
-			return fmt.Errorf("STARTTLS: %w", err)
+	if mode != TLSImplicit {
+		ok, _ := c.Extension("STARTTLS")
+		if !ok && mode == TLSStartTLS {
+			return errors.New("the server does not offer STARTTLS (IP2A_OPS_SMTP_TLS=starttls requires it)")
+		}
+		if ok {
+			if err := c.StartTLS(tlsConfig); err != nil {
+				return fmt.Errorf("STARTTLS: %w", err)
+			}
 		}
 	}
 	if s.Username != "" {
@@ -209,10 +264,10 @@ func sendMail(ctx context.Context, s SMTP, e Event) error {
 			return fmt.Errorf("auth as %s: %w", s.Username, err)
 		}
 	}
-	if err := c.Mail(s.From); err != nil {
-		return err
+	if err := c.Mail(env.From); err != nil {
+		return fmt.Errorf("sender %s: %w", env.From, err)
 	}
-	for _, to := range s.To {
+	for _, to := range env.To {
 		if err := c.Rcpt(to); err != nil {
 			return fmt.Errorf("recipient %s: %w", to, err)
 		}
@@ -221,11 +276,11 @@ func sendMail(ctx context.Context, s SMTP, e Event) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(Message(s, e)); err != nil {
+	if _, err := w.Write(env.Data); err != nil {
 		return err
 	}
 	if err := w.Close(); err != nil {
-		return err
+		return fmt.Errorf("message refused: %w", err)
 	}
 	return c.Quit()
 }

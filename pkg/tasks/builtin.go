@@ -25,7 +25,7 @@ func Builtin() Handlers {
 			args := struct {
 				Seconds *float64 `json:"seconds"`
 			}{}
-			if err := strictArgs(t.Args, &args); err != nil {
+			if err := DecodeArgs(t.Args, &args); err != nil {
 				return nil, err
 			}
 			d := time.Second
@@ -45,7 +45,7 @@ func Builtin() Handlers {
 				Message   string `json:"message"`
 				Permanent bool   `json:"permanent"`
 			}{Message: "failed on purpose"}
-			if err := strictArgs(t.Args, &args); err != nil {
+			if err := DecodeArgs(t.Args, &args); err != nil {
 				return nil, err
 			}
 			err := fmt.Errorf("%s (attempt %d of %d)", args.Message, t.Attempt, t.MaxAttempts)
@@ -57,9 +57,9 @@ func Builtin() Handlers {
 	}
 }
 
-// strictArgs decodes a task's args, refusing unknown fields; a failure is
-// permanent (no retry can fix the args).
-func strictArgs(raw json.RawMessage, v any) error {
+// DecodeArgs decodes a task's args into v, refusing unknown fields and
+// trailing data; its error is permanent (no retry can fix the args).
+func DecodeArgs(raw json.RawMessage, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
