@@ -17,12 +17,13 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/httpserve"
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
+	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
 type daemonOptions struct {
 	crontab         string
 	check           bool
-	listen          string
+	web             webOptions
 	shutdownTimeout time.Duration
 	maxWait         time.Duration
 	lateAfter       time.Duration
@@ -58,10 +59,13 @@ as a manual run, with trigger "daemon" and the slot it fills.
     --shutdown-timeout, then cancel them (recorded interrupted), exit 0.
     SIGHUP re-reads the crontab (a bad file is logged, the old one kept).
   - HTTP on --listen: /healthz, /readyz (database reachable, ledger
-    writable), /metrics (Prometheus text). --listen "" turns it off.
+    writable), /metrics (Prometheus text), the web page (below).
+    --listen "" turns it off.
 
 --check FILE only validates the file: exit 0, or 2 naming each bad line
 and why.
+
+` + webHelp + `
 
 Exit codes: 0 stopped cleanly or the file is valid, 1 could not start
 (database, listen address), 2 bad crontab or configuration.`,
@@ -89,8 +93,7 @@ Exit codes: 0 stopped cleanly or the file is valid, 1 could not start
 	f.StringVar(&o.crontab, "crontab", "", "crontab file to run")
 	envFlag(f, "crontab", "IP2A_OPS_CRONTAB")
 	f.BoolVar(&o.check, "check", false, "only validate the crontab file and exit 0, or 2 naming the bad lines")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:9187", `address for /healthz, /readyz and /metrics ("" turns HTTP off)`)
-	envFlag(f, "listen", "IP2A_OPS_LISTEN")
+	addWebFlags(f, &o.web, "127.0.0.1:9187")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", time.Minute, "on SIGTERM, how long running jobs may finish before they are cancelled")
 	envFlag(f, "shutdown-timeout", "IP2A_OPS_SHUTDOWN_TIMEOUT")
 	f.DurationVar(&o.lateAfter, "late-after", 5*time.Minute, "a slot noticed later than this was missed, and runs only within the entry's catch-up window")
@@ -191,8 +194,8 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 	if host == "" {
 		host = hostname()
 	}
-	if o.listen != "" {
-		srv, err := httpserve.Start(httpserve.Options{Addr: o.listen, Logger: d.logger,
+	if o.web.listen != "" {
+		stopWeb, err := d.serveWeb(ctx, o.web, pool, httpserve.Options{
 			Health: func() error {
 				snap := stats.Snapshot()
 				if !snap.LastTick.IsZero() && time.Since(snap.LastTick) > 3*o.maxWait {
@@ -207,13 +210,12 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 				return claims.CheckWritable(ctx)
 			},
 			Metrics: func(ctx context.Context) []httpserve.Metric {
-				return scheduler.Metrics(ctx, scheduler.MetricsOptions{Stats: stats, Claims: claims})
+				return append(scheduler.Metrics(ctx, scheduler.MetricsOptions{Stats: stats, Claims: claims}), tasks.Metrics(ctx, pool, d.g.schema)...)
 			}})
 		if err != nil {
 			return err
 		}
-		defer srv.Close(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
-		d.logger.Info("serving /healthz /readyz /metrics", "addr", srv.Addr())
+		defer stopWeb()
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

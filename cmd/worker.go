@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/httpserve"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
@@ -19,6 +21,7 @@ type workerOptions struct {
 	stopTimeout time.Duration
 	taskTimeout time.Duration
 	rescueAfter time.Duration
+	web         webOptions
 }
 
 func newWorkerCmd(d *deps) *cobra.Command {
@@ -51,6 +54,8 @@ docs/tasks.md) or from any River client.
 Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
 2 configuration error (bad flag, schema or task queue not migrated).
 
+` + webHelp + `
+
 ` + appTaskEnvHelp,
 		Example: `  ip2a-ops worker
   ip2a-ops worker --queues default,reports --concurrency 2 --stop-timeout 2m`,
@@ -68,6 +73,7 @@ Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
 	envFlag(f, "task-timeout", "IP2A_OPS_TASK_TIMEOUT")
 	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "run again a task left running this long by a dead worker (default: --task-timeout + 10m)")
 	envFlag(f, "rescue-after", "IP2A_OPS_RESCUE_AFTER")
+	addWebFlags(f, &o.web, "")
 	return c
 }
 
@@ -85,18 +91,31 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 		return err
 	}
 	// A pool of its own, big enough for every running task plus River's
-	// listener, fetchers and completer; direct, as the listener needs a
-	// session (through a transaction pool its LISTEN would stay on a server
-	// connection other clients get).
+	// listener, fetchers and completer, and the web page; direct, as the
+	// listener needs a session (through a transaction pool its LISTEN would
+	// stay on a server connection other clients get).
 	url, err := d.directURL()
 	if err != nil {
 		return err
 	}
-	pool, err := dbconn.Open(ctx, url, dbconn.Options{MaxConns: int32(len(o.queues)*o.concurrency + 6), ConnectTimeout: d.g.connectTimeout})
+	pool, err := dbconn.Open(ctx, url, dbconn.Options{MaxConns: int32(len(o.queues)*o.concurrency + 9), ConnectTimeout: d.g.connectTimeout})
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	stopWeb, err := d.serveWeb(ctx, o.web, pool, httpserve.Options{
+		Ready: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("database not reachable: %w", err)
+			}
+			return tasks.CheckSchema(ctx, pool, d.g.schema)
+		},
+		Metrics: func(ctx context.Context) []httpserve.Metric { return tasks.Metrics(ctx, pool, d.g.schema) },
+	})
+	if err != nil {
+		return err
+	}
+	defer stopWeb()
 	return tasks.RunWorker(ctx, pool, tasks.WorkerOptions{
 		Schema: d.g.schema, Handlers: handlers, Queues: o.queues, Concurrency: o.concurrency,
 		StopTimeout: o.stopTimeout, Timeout: o.taskTimeout, RescueAfter: o.rescueAfter, Logger: d.logger,

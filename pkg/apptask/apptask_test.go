@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ip2a/ip2a-ops/internal/nettest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/internal/tasktest"
 	"github.com/ip2a/ip2a-ops/pkg/apptask"
@@ -125,15 +126,12 @@ func TestDeliversSignedPayload(t *testing.T) {
 // attempts (connection refused); once the app is up the task completes.
 func TestAppDownThenBack(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close()) // the app is down
+	addr := nettest.FreeAddr(t) // the app is down
 	s := setup(t, "http://"+addr+"/tasks", apptask.Options{})
 	id := enqueue(t, s, "process_stripe_event", `{"event": "evt_1"}`, 25)
 	tasktest.WaitFor(t, s, id, time.Minute, "failed twice", func(r tasks.Result) bool { return len(r.Errors) >= 2 })
 
-	ln, err = net.Listen("tcp", addr) // the app is back
+	ln, err := net.Listen("tcp", addr) // the app is back
 	require.NoError(t, err)
 	a := &app{}
 	srv := &http.Server{Handler: a}

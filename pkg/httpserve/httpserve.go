@@ -1,8 +1,10 @@
-// Package httpserve serves a long-running ip2a-ops process's health and
-// metrics over HTTP: /healthz (the process is alive and its loop turns),
-// /readyz (its dependencies answer) and /metrics (Prometheus text format,
-// written here directly: a dozen gauges and counters do not need a client
-// library and its memory).
+// Package httpserve serves a long-running ip2a-ops process over HTTP:
+// /healthz (the process is alive and its loop turns), /readyz (its
+// dependencies answer), /metrics (Prometheus text format, written here
+// directly: a dozen gauges and counters do not need a client library and
+// its memory) and any pages the caller adds. Everything but /healthz and
+// /readyz is behind Auth when credentials are set; without them it serves
+// only on a loopback address.
 package httpserve
 
 import (
@@ -29,6 +31,12 @@ type Options struct {
 	Logger  *slog.Logger
 	// Timeout bounds each check (5s).
 	Timeout time.Duration
+	// Auth protects /metrics, Pages and /login's session; /healthz and
+	// /readyz stay open for probes. Without credentials, Start refuses
+	// an address other hosts can reach (ErrNoAuth).
+	Auth Auth
+	// Pages serves every other path (nil: 404).
+	Pages http.Handler
 }
 
 // Validate names the first bad field.
@@ -38,6 +46,12 @@ func (o Options) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return errors.New("httpserve: Options.Timeout must not be negative")
+	}
+	if err := o.Auth.Validate(); err != nil {
+		return err
+	}
+	if !o.Auth.Configured() && !IsLoopback(o.Addr) {
+		return fmt.Errorf("%w: %s", ErrNoAuth, o.Addr)
 	}
 	return nil
 }
@@ -84,7 +98,8 @@ func Start(o Options) (*Server, error) {
 			return o.Ready(ctx)
 		})
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	private := http.NewServeMux()
+	private.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), o.Timeout)
 		defer cancel()
 		var ms []Metric
@@ -96,6 +111,14 @@ func Start(o Options) (*Server, error) {
 			o.Logger.Warn("write metrics", "error", err)
 		}
 	})
+	if o.Pages != nil {
+		private.Handle("/", o.Pages)
+	}
+	var rest http.Handler = private
+	if o.Auth.Configured() {
+		rest = newGuard(o.Auth, o.Logger, private)
+	}
+	mux.Handle("/", rest)
 	s := &Server{ln: ln, done: make(chan struct{}), srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn)}}
 	go func() {

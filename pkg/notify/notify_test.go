@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ip2a/ip2a-ops/internal/nettest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/internal/smtptest"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
@@ -247,16 +248,6 @@ func newOutbox(t *testing.T) *pgxpool.Pool {
 	return pool
 }
 
-// freeAddr returns a loopback address nothing listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
 // serveOn starts an HTTP server on addr (an endpoint coming back).
 func serveOn(t *testing.T, addr string, h http.Handler) {
 	t.Helper()
@@ -287,7 +278,7 @@ func outboxRows(t *testing.T, pool *pgxpool.Pool) map[string]int {
 func TestNotifyQueuesWhileDownAndRetriesWhenBack(t *testing.T) {
 	t.Parallel()
 	pool := newOutbox(t)
-	httpAddr := freeAddr(t)
+	httpAddr := nettest.FreeAddr(t)
 	smtpSrv := smtptest.New(t, smtptest.Options{})
 	smtpSrv.Stop() // the mail relay is down too
 
@@ -400,7 +391,7 @@ func TestRetryBacksOffAndGivesUp(t *testing.T) {
 func TestRetryLeavesWhatThisProcessCannotSend(t *testing.T) {
 	t.Parallel()
 	pool := newOutbox(t)
-	addr := freeAddr(t)
+	addr := nettest.FreeAddr(t)
 	backup := Config{WebhookURL: "http://" + addr + "/hook"}
 	n := &Notifier{Pool: pool, ConfigFunc: func(job string) Config {
 		if job == "backup" {
@@ -439,7 +430,7 @@ func TestRetryLeavesWhatThisProcessCannotSend(t *testing.T) {
 func TestNewerPingSupersedesQueuedOne(t *testing.T) {
 	t.Parallel()
 	pool := newOutbox(t)
-	addr := freeAddr(t)
+	addr := nettest.FreeAddr(t)
 	cfg := Config{PingURL: "http://" + addr + "/p"}
 	n := &Notifier{Pool: pool, ConfigFunc: func(string) Config { return cfg }, Backoff: time.Hour}
 	require.True(t, n.Notify(t.Context(), finished("backup", 1, "failed", 1, "x")).Sent[0].Queued)
@@ -457,7 +448,7 @@ func TestNewerPingSupersedesQueuedOne(t *testing.T) {
 func TestConcurrentRetriesSendEachOnce(t *testing.T) {
 	t.Parallel()
 	pool := newOutbox(t)
-	addr := freeAddr(t)
+	addr := nettest.FreeAddr(t)
 	cfg := Config{WebhookURL: "http://" + addr + "/hook"}
 	// An hour's backoff: with a short one each Notify below also retries the
 	// rows queued before it (the endpoint is still down), and on a slow
