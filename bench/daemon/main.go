@@ -11,20 +11,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
+	"github.com/ip2a/ip2a-ops/bench/internal/benchkit"
 )
 
 func main() {
@@ -42,46 +39,13 @@ func main() {
 
 func run(admin string, idle, latWindow time.Duration, entries, slots int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "ip2a-bench-daemon-")
+	env, err := benchkit.Setup(ctx, admin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "ip2a-ops")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, out)
-	}
-	if admin == "" {
-		cl, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return err
-		}
-		defer cl.Stop()
-		admin = cl.URL("postgres")
-	}
-	ap, err := pgxpool.New(ctx, admin)
-	if err != nil {
-		return err
-	}
-	defer ap.Close()
-	var version string
-	_ = ap.QueryRow(ctx, "SHOW server_version").Scan(&version)
-	fmt.Printf("PostgreSQL %s, %d CPUs, %s\n", version, runtime.NumCPU(), runtime.Version())
-
-	newDB := func(name string) (string, func(), error) {
-		_, _ = ap.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		if _, err := ap.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-			return "", nil, err
-		}
-		u, _ := url.Parse(admin)
-		u.Path = "/" + name
-		drop := func() { _, _ = ap.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }
-		if out, err := exec.Command(bin, "--database-url", u.String(), "migrate").CombinedOutput(); err != nil {
-			drop()
-			return "", nil, fmt.Errorf("migrate: %v\n%s", err, out)
-		}
-		return u.String(), drop, nil
-	}
+	defer env.Close()
+	bin, newDB := env.Bin, func(name string) (string, func(), error) { return env.Database(ctx, name) }
+	dir := filepath.Dir(bin)
 	start := func(db, crontab, host string) (*exec.Cmd, error) {
 		c := exec.Command(bin, "--database-url", db, "--log-level", "warn", "daemon", "--crontab", crontab, "--listen", "", "--claim-host", host, "--shutdown-timeout", "5s")
 		c.Stdout, c.Stderr = nil, nil
@@ -110,15 +74,15 @@ func run(admin string, idle, latWindow time.Duration, entries, slots int) error 
 		return err
 	}
 	time.Sleep(2 * time.Second) // start-up: connect, parse, first pass
-	t0, c0 := time.Now(), cpuTicks(d.Process.Pid)
+	t0, c0 := time.Now(), benchkit.CPUTicks(d.Process.Pid)
 	maxRSS := 0
 	for time.Since(t0) < idle {
-		if r := rssKB(d.Process.Pid); r > maxRSS {
+		if r := benchkit.RSSKB(d.Process.Pid); r > maxRSS {
 			maxRSS = r
 		}
 		time.Sleep(time.Second)
 	}
-	cpu := float64(cpuTicks(d.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100 // USER_HZ=100
+	cpu := float64(benchkit.CPUTicks(d.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100 // USER_HZ=100
 	stop(d)
 	drop()
 	fmt.Printf("idle daemon, %d entries, %s: max RSS %.1f MB, CPU %.3f%% of one core   (target: <= 30 MB, < 0.5%%)\n",
@@ -148,7 +112,7 @@ func run(admin string, idle, latWindow time.Duration, entries, slots int) error 
 		return err
 	}
 	fmt.Printf("slot start latency (ledger started_at - slot), %d runs over %s with 4 other jobs running: p50 %s, p99 %s, max %s   (target: p99 <= 1s)\n",
-		len(ds), latWindow, pct(ds, 50), pct(ds, 99), pct(ds, 100))
+		len(ds), latWindow, benchkit.Pct(ds, 50), benchkit.Pct(ds, 99), benchkit.Pct(ds, 100))
 
 	// 3. Three daemons, one database, `slots` fast slots.
 	db, drop, err = newDB("bench_daemon_replicas")
@@ -218,41 +182,6 @@ func latencies(ctx context.Context, db string, since time.Time) ([]time.Duration
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, rows.Err()
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	i := (len(ds)*p + 99) / 100
-	if i < 1 {
-		i = 1
-	}
-	if i > len(ds) {
-		i = len(ds)
-	}
-	return ds[i-1].Round(time.Millisecond)
-}
-
-func rssKB(pid int) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
-
-func cpuTicks(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + st
 }
 
 // fullCrontab is every job at its production time: nothing is due during a

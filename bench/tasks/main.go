@@ -15,15 +15,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -32,8 +28,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/ip2a/ip2a-ops/bench/internal/benchkit"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
-	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
@@ -60,53 +56,26 @@ func main() {
 
 func run(admin string, idle time.Duration, samples, n, conc int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "ip2a-bench-tasks-")
+	env, err := benchkit.Setup(ctx, admin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "ip2a-ops")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, out)
-	}
+	defer env.Close()
+	bin := env.Bin
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	if admin == "" {
-		cl, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return err
-		}
-		defer cl.Stop()
-		admin = cl.URL("postgres")
-	}
-	ap, err := pgxpool.New(ctx, admin)
+	db, drop, err := env.Database(ctx, "bench_tasks")
 	if err != nil {
 		return err
 	}
-	defer ap.Close()
-	var version string
-	_ = ap.QueryRow(ctx, "SHOW server_version").Scan(&version)
-	fmt.Printf("PostgreSQL %s, %d CPUs, %s\n", version, runtime.NumCPU(), runtime.Version())
-
-	const name = "bench_tasks"
-	_, _ = ap.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	if _, err := ap.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return err
-	}
-	defer ap.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck
-	u, _ := url.Parse(admin)
-	u.Path = "/" + name
-	db := u.String()
+	defer drop()
 	pool, err := pgxpool.New(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if _, err := migrate.Up(ctx, pool, migrate.DefaultSchema); err != nil {
-		return err
-	}
 	svc, err := tasks.NewRiver(pool, tasks.RiverOptions{})
 	if err != nil {
 		return err
@@ -139,13 +108,13 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 		return err
 	}
 	time.Sleep(3 * time.Second) // start-up: connect, elect a leader, first fetch
-	t0, c0 := time.Now(), cpuTicks(w.Process.Pid)
+	t0, c0 := time.Now(), benchkit.CPUTicks(w.Process.Pid)
 	maxRSS := 0
 	for time.Since(t0) < idle {
-		maxRSS = max(maxRSS, rssKB(w.Process.Pid))
+		maxRSS = max(maxRSS, benchkit.RSSKB(w.Process.Pid))
 		time.Sleep(time.Second)
 	}
-	cpu := float64(cpuTicks(w.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100 // USER_HZ=100
+	cpu := float64(benchkit.CPUTicks(w.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100 // USER_HZ=100
 	fmt.Printf("idle worker (4 slots), %s: max RSS %.1f MB, CPU %.3f%% of one core   (goal: <= 40 MB, < 0.5%%)\n", idle, float64(maxRSS)/1024, cpu)
 
 	var lat []time.Duration
@@ -163,7 +132,7 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 	}
 	slices.Sort(lat)
 	fmt.Printf("enqueue-to-start, idle worker, %d tasks one at a time: p50 %s, p99 %s, max %s   (goal: p99 <= 100 ms)\n",
-		len(lat), pct(lat, 50), pct(lat, 99), lat[len(lat)-1].Round(time.Millisecond))
+		len(lat), benchkit.Pct(lat, 50), benchkit.Pct(lat, 99), lat[len(lat)-1].Round(time.Millisecond))
 	stop(w)
 
 	// 2. Throughput: n no-op tasks already queued, then the workers start;
@@ -271,29 +240,4 @@ func bareWorker(db string, conc int) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return client.Stop(sctx)
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	i := min(max((len(ds)*p+99)/100, 1), len(ds))
-	return ds[i-1].Round(time.Millisecond)
-}
-
-func rssKB(pid int) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			n, _ := strconv.Atoi(strings.Fields(l)[1])
-			return n
-		}
-	}
-	return 0
-}
-
-func cpuTicks(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + st
 }

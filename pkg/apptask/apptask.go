@@ -24,7 +24,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +49,21 @@ type Args struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
-var taskRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
+// validTaskName accepts 1 to 128 letters, digits, '_', '.' and '-',
+// starting with a letter or digit: a path segment that needs no escaping
+// and cannot climb ("..").
+func validTaskName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i, c := range s {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Decode reads args strictly; its errors are permanent (tasks.Permanent).
 func Decode(raw json.RawMessage) (Args, error) {
@@ -61,7 +74,7 @@ func Decode(raw json.RawMessage) (Args, error) {
 	if a.V != ArgsVersion {
 		return a, tasks.Permanent(fmt.Errorf("http task args are version %d, this binary reads version %d", a.V, ArgsVersion))
 	}
-	if !taskRE.MatchString(a.Task) {
+	if !validTaskName(a.Task) {
 		return a, tasks.Permanent(fmt.Errorf("http task name %q: want letters, digits, _ . - (it becomes a path segment)", a.Task))
 	}
 	if len(bytes.TrimSpace(a.Payload)) == 0 {
