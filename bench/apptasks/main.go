@@ -31,7 +31,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -130,22 +129,7 @@ func run(admin string, n, conc, rate int, idle time.Duration, baseline string) e
 		c.Stderr = os.Stderr
 		return c
 	}
-	start := func(cs ...*exec.Cmd) error {
-		for _, c := range cs {
-			if err := c.Start(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	stop := func(cs ...*exec.Cmd) {
-		for _, c := range cs {
-			_ = c.Process.Signal(syscall.SIGTERM)
-		}
-		for _, c := range cs {
-			_ = c.Wait()
-		}
-	}
+	start, stop := benchkit.Start, benchkit.Stop
 	waitDone := func(label string) error {
 		deadline := time.Now().Add(10 * time.Minute)
 		for {

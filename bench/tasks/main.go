@@ -82,25 +82,11 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 	}
 
 	worker := func(c int) *exec.Cmd {
-		return exec.Command(bin, "--database-url", db, "--log-level", "warn", "worker", "--concurrency", strconv.Itoa(c))
+		cmd := exec.Command(bin, "--database-url", db, "--log-level", "warn", "worker", "--concurrency", strconv.Itoa(c))
+		cmd.Stderr = os.Stderr
+		return cmd
 	}
-	start := func(cs ...*exec.Cmd) error {
-		for _, c := range cs {
-			c.Stdout, c.Stderr = nil, os.Stderr
-			if err := c.Start(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	stop := func(cs ...*exec.Cmd) {
-		for _, c := range cs {
-			_ = c.Process.Signal(syscall.SIGTERM)
-		}
-		for _, c := range cs {
-			_ = c.Wait()
-		}
-	}
+	start, stop := benchkit.Start, benchkit.Stop
 
 	// 1. An idle worker: memory and CPU; then enqueue-to-start latency.
 	w := worker(4)
@@ -174,7 +160,11 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 		return nil
 	}
 	fmt.Printf("throughput, %d no-op tasks queued before the workers start, %d slots per process:\n", n, conc)
-	bareCmd := func() *exec.Cmd { return exec.Command(self, "-bare-worker", db, "-concurrency", strconv.Itoa(conc)) }
+	bareCmd := func() *exec.Cmd {
+		cmd := exec.Command(self, "-bare-worker", db, "-concurrency", strconv.Itoa(conc))
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
 	if err := through("  bare River, 1 process", "bare_noop", bareCmd()); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -131,4 +132,24 @@ func Pct(sorted []time.Duration, p int) time.Duration {
 	}
 	i := min(max((len(sorted)*p+99)/100, 1), len(sorted))
 	return sorted[i-1].Round(time.Millisecond)
+}
+
+// Start starts the processes.
+func Start(cs ...*exec.Cmd) error {
+	for _, c := range cs {
+		if err := c.Start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the processes and waits for them to exit.
+func Stop(cs ...*exec.Cmd) {
+	for _, c := range cs {
+		_ = c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range cs {
+		_ = c.Wait()
+	}
 }
