@@ -17,7 +17,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
-MONEY = '"$"#,##0.00;[Red]-"$"#,##0.00'
+MONEY = '"$"#,##0.00_);[Red]-"$"#,##0.00_)'
 DATE = "yyyy-mm-dd"
 LIVE = "NOT {0}.is_deleted AND {0}.deleted_at IS NULL"
 

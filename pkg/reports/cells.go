@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -124,4 +125,114 @@ func textWidth(s string) int {
 		w = max(w, utf8.RuneCountInString(line))
 	}
 	return w
+}
+
+// tabWidth is the tab stop printable expands tabs to.
+const tabWidth = 4
+
+// printable is s as every reader prints it the same way: line breaks as
+// "\n" ("\r\n" and a lone "\r", which LibreOffice prints as nothing, become
+// "\n") and tabs as spaces up to the next multiple of tabWidth columns
+// (readers print a tab as nothing, a box or a gap of their own).
+func printable(s string) string {
+	if !strings.ContainsAny(s, "\r\t") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	col := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\r':
+			if i+1 < len(s) && s[i+1] == '\n' {
+				continue
+			}
+			b.WriteByte('\n')
+			col = 0
+		case '\n':
+			b.WriteByte('\n')
+			col = 0
+		case '\t':
+			n := tabWidth - col%tabWidth
+			b.WriteString("    "[:n])
+			col += n
+		default:
+			b.WriteByte(c)
+			if c < 0x80 || c >= 0xC0 { // count runes, not continuation bytes
+				col++
+			}
+		}
+	}
+	return b.String()
+}
+
+// Row heights for wrapped text, in points: one line of the 11-point font
+// with Excel's leading, and a little room below.
+const (
+	lineHeight = 14.5
+	rowPadding = 2
+)
+
+// rowHeight is the height of a row of lines lines, at most the 409 points
+// a row can have (the rest of a longer text is seen in the cell itself).
+func rowHeight(lines int) float64 {
+	return min(float64(lines)*lineHeight+rowPadding, excelize.MaxRowHeight)
+}
+
+// wrappedLines estimates how many lines s takes in a column width
+// characters wide when it wraps at spaces and at its line breaks. It
+// errs on more lines, so that a raised row never cuts text off.
+func wrappedLines(s string, width float64) int {
+	if len(s) < int(width)/2 && !strings.Contains(s, "\n") {
+		return 1 // fast path: short one-line text
+	}
+	avail := max(width-1, 1) // the cell's inner margins
+	lines := 0
+	for _, line := range strings.Split(s, "\n") {
+		n, w := 1, 0.0
+		for _, word := range strings.SplitAfter(line, " ") {
+			ww := 0.0
+			for _, r := range word {
+				ww += runeWidth(r)
+			}
+			trailing := 0.0
+			if strings.HasSuffix(word, " ") {
+				trailing = spaceWidth
+			}
+			if w > 0 && w+ww-trailing > avail {
+				n, w = n+1, 0
+			}
+			for ww > avail { // a word wider than the column breaks anywhere
+				n++
+				ww -= avail
+			}
+			w += ww
+		}
+		lines += n
+	}
+	return lines
+}
+
+const spaceWidth = 0.5
+
+// runeWidth is r's width in column-width units (the width of a digit) in
+// Arial, rounded up: narrow letters half a digit, capitals and wide
+// letters more than one, East Asian and emoji characters two.
+func runeWidth(r rune) float64 {
+	switch {
+	case r == ' ' || strings.ContainsRune("iljtfrI.,:;|!'()[]", r):
+		return spaceWidth
+	case r == 'm' || r == 'w' || r == 'M' || r == 'W' || r == '@' || r == '%':
+		return 1.6
+	case r >= 'A' && r <= 'Z':
+		return 1.25
+	case r < 0x300:
+		return 1
+	case r >= 0x1100 && (unicode.Is(unicode.Han, r) || unicode.Is(unicode.Hiragana, r) || unicode.Is(unicode.Katakana, r) ||
+		unicode.Is(unicode.Hangul, r) || r >= 0x1F000 || (r >= 0x3000 && r <= 0x30FF) || (r >= 0xFF00 && r <= 0xFFEF)):
+		return 2
+	case unicode.Is(unicode.Mn, r) || r == 0x200D || (r >= 0xFE00 && r <= 0xFE0F):
+		return 0 // combining marks, joiners and variation selectors
+	}
+	return 1.25
 }

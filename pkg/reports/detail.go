@@ -16,26 +16,49 @@ var enrollmentHeaders = []string{"Student number", "Last name", "First name", "E
 var expenseHeaders = []string{"Purchased", "Item", "Category", "Allowable", "Vendor", "Description", "Quantity",
 	"Unit price", "Discount", "Tax", "Total", "Payment method", "Receipt number", "Student number", "Notes"}
 
-// maxLengths reads the longest value of each text expression over the rows
-// a detail sheet will hold, in the same snapshot: a streamed sheet must set
-// its column widths before its first row.
-func maxLengths(ctx context.Context, tx pgx.Tx, with, from string, args []any, exprs []string) ([]int, error) {
-	q := with + "SELECT "
-	for i, e := range exprs {
-		if i > 0 {
-			q += ", "
-		}
-		q += "coalesce(max(length(" + e + ")), 0)"
+// measure reads how many rows a detail sheet will hold and the longest
+// value of each text expression over them, in the same snapshot: a
+// streamed sheet must set its dimension and column widths before its first
+// row.
+func measure(ctx context.Context, tx pgx.Tx, with, from string, args []any, exprs []string) (rows int, lens []int, err error) {
+	q := with + "SELECT count(*)"
+	for _, e := range exprs {
+		q += ", coalesce(max(length(" + e + ")), 0)"
 	}
-	out := make([]int, len(exprs))
-	dst := make([]any, len(exprs))
-	for i := range out {
-		dst[i] = &out[i]
+	lens = make([]int, len(exprs))
+	dst := make([]any, 1+len(exprs))
+	dst[0] = &rows
+	for i := range lens {
+		dst[i+1] = &lens[i]
 	}
 	if err := tx.QueryRow(ctx, q+" "+from, args...).Scan(dst...); err != nil {
-		return nil, fmt.Errorf("measure columns: %w", err)
+		return 0, nil, fmt.Errorf("measure columns: %w", err)
 	}
-	return out, nil
+	return rows, lens, nil
+}
+
+// detailColumns sizes a detail sheet's columns: each header's width, or
+// the longest text measured for it, or fixed where given.
+func detailColumns(headers []string, numeric []int, textCols []int, lens []int, fixed map[int]float64) []column {
+	cols := make([]column, len(headers))
+	chars := make([]int, len(headers))
+	for i, h := range headers {
+		cols[i].header = h
+		chars[i] = len(h)
+	}
+	for i, c := range textCols {
+		chars[c] = max(chars[c], lens[i])
+	}
+	for i, c := range chars {
+		cols[i].width = colWidth(c, 10)
+		if w, ok := fixed[i]; ok {
+			cols[i].width = max(cols[i].width, w)
+		}
+	}
+	for _, c := range numeric {
+		cols[c].numeric = true
+	}
+	return cols
 }
 
 func (b *wb) enrollments(ctx context.Context, tx pgx.Tx) error {
@@ -46,23 +69,12 @@ func (b *wb) enrollments(ctx context.Context, tx pgx.Tx) error {
 	text := []string{"s.student_number", "m.last_name", "m.first_name", "ge.status", "ge.outcome", "ge.placement_employer",
 		"ge.placement_wage", "ge.placement_job_title", "ge.notes"}
 	textCols := []int{0, 1, 2, 4, 6, 8, 10, 12, 13}
-	lens, err := maxLengths(ctx, tx, with, from, args, text)
+	n, lens, err := measure(ctx, tx, with, from, args, text)
 	if err != nil {
 		return err
 	}
-	chars := make([]int, len(enrollmentHeaders))
-	for i, h := range enrollmentHeaders {
-		chars[i] = len(h)
-	}
-	for i, c := range textCols {
-		chars[c] = max(chars[c], lens[i])
-	}
-	widths := make([]float64, len(chars))
-	for i, c := range chars {
-		widths[i] = colWidth(c, 10)
-	}
-	widths[11] = colWidth(max(chars[11], 10), 10)
-	t, err := b.newTable(SheetEnrollment, enrollmentHeaders, widths)
+	cols := detailColumns(enrollmentHeaders, []int{3, 5, 7, 9, 11}, textCols, lens, map[int]float64{3: 12, 5: 12, 7: 12, 9: 12, 11: 12})
+	t, err := b.newTable(SheetEnrollment, cols, n+1)
 	if err != nil {
 		return err
 	}
@@ -114,26 +126,17 @@ func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
 	}
 	text := []string{"x.item", "x.category", "x.vendor", "x.description", pay, "x.receipt_number", "s.student_number", "x.notes"}
 	textCols := []int{1, 2, 4, 5, 11, 12, 13, 14}
-	lens, err := maxLengths(ctx, tx, "", from, args, text)
+	n, lens, err := measure(ctx, tx, "", from, args, text)
 	if err != nil {
 		return err
 	}
-	chars := make([]int, len(expenseHeaders))
-	for i, h := range expenseHeaders {
-		chars[i] = len(h)
-	}
-	for i, c := range textCols {
-		chars[c] = max(chars[c], lens[i])
-	}
-	chars[3] = max(chars[3], len("Out of policy"))
-	widths := make([]float64, len(chars))
-	for i, c := range chars {
-		widths[i] = colWidth(c, 10)
-	}
+	// Money columns hold $1,234,567.89 and the padding after it.
+	cols := detailColumns(expenseHeaders, []int{0, 6, 7, 8, 9, 10}, textCols, lens,
+		map[int]float64{0: 12, 3: colWidth(len("Out of policy"), 10), 7: 15, 8: 15, 9: 15, 10: 15})
 	for _, c := range []int{7, 8, 9, 10} {
-		widths[c] = 14 // $1,234,567.89
+		cols[c].width = 15
 	}
-	t, err := b.newTable(SheetExpenses, expenseHeaders, widths)
+	t, err := b.newTable(SheetExpenses, cols, n+1)
 	if err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func TestGrantReportEdgeCases(t *testing.T) {
 	require.Equal(t, "Грант «Север» 北", sv["Name"])
 	// A negative total is a number with the currency format.
 	require.Contains(t, d[SheetExpenses+"!K2"], `"-120.5"`)
-	require.Contains(t, d[SheetExpenses+"!K2"], `"$"#,##0.00;[Red]-"$"#,##0.00`)
+	require.Contains(t, d[SheetExpenses+"!K2"], fmtMoney)
 	// Long text is cut to what a cell holds and marked; the Notes name the cells.
 	desc := d[SheetExpenses+"!F3"]
 	require.Contains(t, desc, "…[truncated]")

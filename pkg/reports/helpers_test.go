@@ -151,8 +151,10 @@ func layoutOf(t testing.TB, f *excelize.File, sh string) string {
 		return fmt.Sprint(*p)
 	}
 	fit := props.FitToPage != nil && *props.FitToPage
-	return fmt.Sprintf("freeze=%v split=%d/%s filter=%s titles=%s orientation=%s fitToWidth=%s fitToHeight=%s fitToPage=%v widths=%s",
-		panes.Freeze, panes.YSplit, panes.TopLeftCell, filter, titles, str(pl.Orientation), num(pl.FitToWidth), num(pl.FitToHeight), fit,
+	dim, err := f.GetSheetDimension(sh)
+	require.NoError(t, err)
+	return fmt.Sprintf("dimension=%s freeze=%v split=%d/%s filter=%s titles=%s orientation=%s fitToWidth=%s fitToHeight=%s fitToPage=%v widths=%s",
+		dim, panes.Freeze, panes.YSplit, panes.TopLeftCell, filter, titles, str(pl.Orientation), num(pl.FitToWidth), num(pl.FitToHeight), fit,
 		strings.Join(widths, ","))
 }
 

@@ -186,8 +186,13 @@ func (b *wb) summary() error {
 	add(func() error { return section("Targets") })
 	add(func() error {
 		row++
+		// Goal, actual and progress are numbers: their headers align right, above them.
 		for i, h := range []string{"Target", "Goal", "Actual", "Progress"} {
-			if err := put(i+1, h, st.bold); err != nil {
+			style := st.boldNum
+			if i == 0 {
+				style = st.bold
+			}
+			if err := put(i+1, h, style); err != nil {
 				return err
 			}
 		}
@@ -200,7 +205,7 @@ func (b *wb) summary() error {
 				return err
 			}
 			if goal == nil {
-				if err := put(2, "no target", 0); err != nil {
+				if err := put(2, "no target", st.right); err != nil {
 					return err
 				}
 			} else if err := put(2, int64(*goal), st.integer); err != nil {
@@ -232,8 +237,13 @@ func (b *wb) summary() error {
 	if err := f.SetColWidth(sh, "C", "D", 14); err != nil {
 		return err
 	}
-	land, one, zero, fit := "landscape", 1, 0, true
-	if err := f.SetPageLayout(sh, &excelize.PageLayoutOptions{Orientation: &land, FitToWidth: &one, FitToHeight: &zero}); err != nil {
+	if err := f.SetSheetDimension(sh, fmt.Sprintf("A1:D%d", row)); err != nil {
+		return err
+	}
+	// One portrait page: a form a few dozen rows long, so no block (the
+	// outcomes, the targets) is split across pages.
+	portrait, one, fit := "portrait", 1, true
+	if err := f.SetPageLayout(sh, &excelize.PageLayoutOptions{Orientation: &portrait, FitToWidth: &one, FitToHeight: &one}); err != nil {
 		return err
 	}
 	return f.SetSheetProps(sh, &excelize.SheetPropsOptions{FitToPage: &fit})
@@ -281,6 +291,8 @@ func (b *wb) notes() error {
 		{"Hourly wage", "placement_wage is free text (\"$18.50/hr\"); the Hourly wage column holds it as a number when " +
 			"it reads as an hourly amount, and is blank otherwise."},
 		{"Allowable categories", s.policyNote},
+		{"Text", "Line breaks are written as line feeds (a carriage return, alone or before a line feed, becomes one) " +
+			"and tabs as spaces up to the next multiple of four characters, so that every program prints them alike."},
 		{"Soft-deleted rows", "Rows with is_deleted set or deleted_at set are excluded everywhere: the app sets both, " +
 			"but nothing enforces it and parts of the app filter one or the other, so either one marks a row deleted. " +
 			"Students or members deleted after enrolling are still listed, because their grant enrollment is not."},
@@ -294,5 +306,19 @@ func (b *wb) notes() error {
 	for i, n := range ns {
 		rows[i] = []any{n.topic, b.text(SheetNotes, 2, i+2, n.text)}
 	}
-	return b.writeRows(SheetNotes, []string{"Topic", "Note"}, rows, nil)
+	// The note column is as wide as a landscape page allows beside the
+	// topics, and its text wraps: unwrapped, fit-to-width shrank the page
+	// to the longest note.
+	return b.writeTable(SheetNotes, notesColumns(ns), rows, nil)
+}
+
+// noteWidth is the Notes sheet's note column, in characters.
+const noteWidth = 90
+
+func notesColumns(ns []note) []column {
+	w := len("Topic")
+	for _, n := range ns {
+		w = max(w, textWidth(n.topic))
+	}
+	return []column{{header: "Topic", width: colWidth(w, 12)}, {header: "Note", width: noteWidth}}
 }

@@ -34,40 +34,67 @@ const (
 )
 
 // Number formats. Money is a currency with two decimals (negative in red),
-// never text; dates are real dates.
+// never text; dates are real dates. Every number format ends in "_)", the
+// accounting convention that pads a right-aligned number by the width of a
+// ")" so it never runs into left-aligned text in the next column
+// ("$22,937.20ACH" in print).
 const (
-	fmtMoney    = `"$"#,##0.00;[Red]-"$"#,##0.00`
-	fmtDate     = "yyyy-mm-dd"
-	fmtDateTime = "yyyy-mm-dd hh:mm:ss"
-	fmtPercent  = 10 // built-in 0.00%
-	fmtInt      = 3  // built-in #,##0
+	fmtMoney    = `"$"#,##0.00_);[Red]-"$"#,##0.00_)`
+	fmtDate     = `yyyy-mm-dd_)`
+	fmtDateTime = `yyyy-mm-dd hh:mm:ss_)`
+	fmtPercent  = `0.00%_)`
+	fmtInt      = `#,##0_)`
+)
+
+// fontName is the workbook's font: Arial is on every machine that runs
+// Excel, and LibreOffice prints it with Liberation Sans, which has the same
+// metrics, so the row heights computed for wrapped text hold in both
+// (Calibri, excelize's default, is replaced by a wider font where it is
+// missing, and wrapped lines were cut off).
+const (
+	fontName = "Arial"
+	fontSize = 11
 )
 
 type styles struct {
-	header, title, section, bold, date, dateTime, money, moneyBold, percent, percentBold, integer, intBold, flag int
+	header, headerNum, title, section, bold, boldNum, right, text, date, dateTime, money, moneyBold, percent, percentBold,
+	integer, intBold, flag int
 }
 
 func newStyles(f *excelize.File) (styles, error) {
 	var st styles
-	money, date, dateTime := fmtMoney, fmtDate, fmtDateTime
+	money, date, dateTime, percent, integer := fmtMoney, fmtDate, fmtDateTime, fmtPercent, fmtInt
+	// Every font names its family and size: a font without them prints in
+	// whatever the reader picks.
+	bold := &excelize.Font{Bold: true, Family: fontName, Size: fontSize}
+	fill := excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"D9E1F2"}}
+	under := []excelize.Border{{Type: "bottom", Color: "000000", Style: 1}}
+	// Table cells sit at the top of rows raised for wrapped text; text
+	// wraps at the column's width and at its line breaks.
+	top := &excelize.Alignment{Vertical: "top"}
+	right := &excelize.Alignment{Horizontal: "right", Vertical: "top", WrapText: true}
 	defs := []struct {
 		id *int
 		s  excelize.Style
 	}{
-		{&st.header, excelize.Style{Font: &excelize.Font{Bold: true}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"D9E1F2"}},
-			Border: []excelize.Border{{Type: "bottom", Color: "000000", Style: 1}}}},
-		{&st.title, excelize.Style{Font: &excelize.Font{Bold: true, Size: 14}}},
-		{&st.section, excelize.Style{Font: &excelize.Font{Bold: true}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"D9E1F2"}}}},
-		{&st.bold, excelize.Style{Font: &excelize.Font{Bold: true}}},
-		{&st.date, excelize.Style{CustomNumFmt: &date}},
-		{&st.dateTime, excelize.Style{CustomNumFmt: &dateTime}},
-		{&st.money, excelize.Style{CustomNumFmt: &money}},
-		{&st.moneyBold, excelize.Style{CustomNumFmt: &money, Font: &excelize.Font{Bold: true}}},
-		{&st.percent, excelize.Style{NumFmt: fmtPercent}},
-		{&st.percentBold, excelize.Style{NumFmt: fmtPercent, Font: &excelize.Font{Bold: true}}},
-		{&st.integer, excelize.Style{NumFmt: fmtInt}},
-		{&st.intBold, excelize.Style{NumFmt: fmtInt, Font: &excelize.Font{Bold: true}}},
-		{&st.flag, excelize.Style{Font: &excelize.Font{Bold: true, Color: "9C0006"}, Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"FFC7CE"}}}},
+		{&st.header, excelize.Style{Font: bold, Fill: fill, Border: under, Alignment: &excelize.Alignment{Vertical: "top", WrapText: true}}},
+		{&st.headerNum, excelize.Style{Font: bold, Fill: fill, Border: under, Alignment: right}},
+		{&st.title, excelize.Style{Font: &excelize.Font{Bold: true, Family: fontName, Size: 14}}},
+		{&st.section, excelize.Style{Font: bold, Fill: fill}},
+		{&st.bold, excelize.Style{Font: bold}},
+		{&st.boldNum, excelize.Style{Font: bold, Alignment: right}},
+		{&st.right, excelize.Style{Alignment: right}},
+		{&st.text, excelize.Style{Alignment: &excelize.Alignment{Vertical: "top", WrapText: true}}},
+		{&st.date, excelize.Style{CustomNumFmt: &date, Alignment: top}},
+		{&st.dateTime, excelize.Style{CustomNumFmt: &dateTime, Alignment: top}},
+		{&st.money, excelize.Style{CustomNumFmt: &money, Alignment: top}},
+		{&st.moneyBold, excelize.Style{CustomNumFmt: &money, Font: bold, Alignment: top}},
+		{&st.percent, excelize.Style{CustomNumFmt: &percent, Alignment: top}},
+		{&st.percentBold, excelize.Style{CustomNumFmt: &percent, Font: bold, Alignment: top}},
+		{&st.integer, excelize.Style{CustomNumFmt: &integer, Alignment: top}},
+		{&st.intBold, excelize.Style{CustomNumFmt: &integer, Font: bold, Alignment: top}},
+		{&st.flag, excelize.Style{Font: &excelize.Font{Bold: true, Family: fontName, Size: fontSize, Color: "9C0006"}, Alignment: top,
+			Fill: excelize.Fill{Type: "pattern", Pattern: 1, Color: []string{"FFC7CE"}}}},
 	}
 	for _, d := range defs {
 		id, err := f.NewStyle(&d.s)
@@ -93,6 +120,9 @@ func buildWorkbook(ctx context.Context, tx pgx.Tx, s *snapshot, w io.Writer) err
 	f := excelize.NewFile(excelize.Options{TmpDir: s.o.TmpDir})
 	defer f.Close()
 	f.SetZipWriter(fastZip)
+	if err := f.SetDefaultFont(fontName); err != nil {
+		return fmt.Errorf("create workbook: %w", err)
+	}
 	if err := f.SetSheetName("Sheet1", SheetSummary); err != nil {
 		return fmt.Errorf("create workbook: %w", err)
 	}
@@ -135,8 +165,9 @@ func buildWorkbook(ctx context.Context, tx pgx.Tx, s *snapshot, w io.Writer) err
 }
 
 // text fits a string into a cell, remembering where it had to cut.
+// Line breaks and tabs are made printable first (see printable).
 func (b *wb) text(sheet string, col, row int, v string) string {
-	t, cut := cellText(v)
+	t, cut := cellText(printable(v))
 	if cut {
 		ref, _ := excelize.CoordinatesToCellName(col, row)
 		b.s.truncated = append(b.s.truncated, fmt.Sprintf("'%s'!%s", sheet, ref))
@@ -146,44 +177,65 @@ func (b *wb) text(sheet string, col, row int, v string) string {
 
 // table writes one table sheet: a bold header row that stays frozen, filter
 // buttons over the data, the given column widths, landscape printing fitted
-// to one page wide with the header repeated on every page.
+// to one page wide with the header repeated on every page. Text wraps at
+// the column width and at line breaks, and each row is raised to the lines
+// it needs: readers that print (LibreOffice) do not raise rows themselves.
 type table struct {
 	b       *wb
 	name    string
 	sw      *excelize.StreamWriter
 	cols    int
+	widths  []float64
 	row     int
 	lastRow int // last row the filter covers (0: every row written)
 	buf     []any
 }
 
-func (b *wb) newTable(name string, headers []string, widths []float64) (*table, error) {
+// column is one column of a table: numeric columns have their header
+// aligned right, above the numbers.
+type column struct {
+	header  string
+	width   float64
+	numeric bool
+}
+
+// newTable starts a table sheet of rows rows in all (header and total
+// included): the sheet's dimension is written before its rows, and readers
+// that stream a sheet (openpyxl's read-only mode) read only that range.
+func (b *wb) newTable(name string, cols []column, rows int) (*table, error) {
 	f := b.f
 	land, one, zero, fit := "landscape", 1, 0, true
 	if err := f.SetPageLayout(name, &excelize.PageLayoutOptions{Orientation: &land, FitToWidth: &one, FitToHeight: &zero}); err != nil {
 		return nil, err
 	}
-	// SheetPr is written when the stream starts, so fit-to-page goes first.
+	// SheetPr and the dimension are written when the stream starts, so they go first.
 	if err := f.SetSheetProps(name, &excelize.SheetPropsOptions{FitToPage: &fit}); err != nil {
+		return nil, err
+	}
+	lastCol, _ := excelize.ColumnNumberToName(len(cols))
+	if err := f.SetSheetDimension(name, fmt.Sprintf("A1:%s%d", lastCol, max(rows, 1))); err != nil {
 		return nil, err
 	}
 	sw, err := f.NewStreamWriter(name)
 	if err != nil {
 		return nil, err
 	}
-	for i, w := range widths {
-		if err := sw.SetColWidth(i+1, i+1, w); err != nil {
+	t := &table{b: b, name: name, sw: sw, cols: len(cols), buf: make([]any, len(cols)), widths: make([]float64, len(cols))}
+	hdr := make([]any, len(cols))
+	for i, c := range cols {
+		t.widths[i] = c.width
+		if err := sw.SetColWidth(i+1, i+1, c.width); err != nil {
 			return nil, err
 		}
+		style := b.st.header
+		if c.numeric {
+			style = b.st.headerNum
+		}
+		hdr[i] = excelize.Cell{StyleID: style, Value: c.header}
 	}
 	if err := sw.SetPanes(&excelize.Panes{Freeze: true, YSplit: 1, TopLeftCell: "A2", ActivePane: "bottomLeft",
 		Selection: []excelize.Selection{{SQRef: "A2", ActiveCell: "A2", Pane: "bottomLeft"}}}); err != nil {
 		return nil, err
-	}
-	t := &table{b: b, name: name, sw: sw, cols: len(headers), buf: make([]any, len(headers))}
-	hdr := make([]any, len(headers))
-	for i, h := range headers {
-		hdr[i] = excelize.Cell{StyleID: b.st.header, Value: h}
 	}
 	if err := t.add(hdr); err != nil {
 		return nil, err
@@ -194,9 +246,26 @@ func (b *wb) newTable(name string, headers []string, widths []float64) (*table, 
 	return t, nil
 }
 
+// add writes the next row. Plain strings become wrapped text cells; the
+// row is raised when its text needs more than one line.
 func (t *table) add(values []any) error {
 	t.row++
+	lines := 1
+	for i, v := range values {
+		switch x := v.(type) {
+		case string:
+			values[i] = excelize.Cell{StyleID: t.b.st.text, Value: x}
+			lines = max(lines, wrappedLines(x, t.widths[i]))
+		case excelize.Cell:
+			if s, ok := x.Value.(string); ok {
+				lines = max(lines, wrappedLines(s, t.widths[i]))
+			}
+		}
+	}
 	cell, _ := excelize.CoordinatesToCellName(1, t.row)
+	if lines > 1 {
+		return t.sw.SetRow(cell, values, excelize.RowOpts{Height: rowHeight(lines)})
+	}
 	return t.sw.SetRow(cell, values)
 }
 
@@ -256,10 +325,13 @@ func (b *wb) strCell(sheet string, col, row int, v *string) any {
 	return b.text(sheet, col, row, *v)
 }
 
-// widthsOf fits columns to rows held in memory (the small sheets).
-func widthsOf(headers []string, rows [][]any, minW float64) []float64 {
+// columnsOf fits columns to rows held in memory (the small sheets): a
+// column is numeric when any of its cells holds a number or a date.
+func columnsOf(headers []string, rows [][]any, minW float64) []column {
+	cols := make([]column, len(headers))
 	chars := make([]int, len(headers))
 	for i, h := range headers {
+		cols[i].header = h
 		chars[i] = textWidth(h)
 	}
 	for _, r := range rows {
@@ -273,19 +345,21 @@ func widthsOf(headers []string, rows [][]any, minW float64) []float64 {
 				n = textWidth(x)
 			case float64:
 				n = len(formatCents(int64(x*100))) + 1
-			case int64, int:
+				cols[i].numeric = true
+			case int64, int, int32:
 				n = len(fmt.Sprint(x)) + len(fmt.Sprint(x))/3
+				cols[i].numeric = true
 			case time.Time:
 				n = 10
+				cols[i].numeric = true
 			}
 			chars[i] = max(chars[i], n)
 		}
 	}
-	out := make([]float64, len(chars))
 	for i, c := range chars {
-		out[i] = colWidth(c, minW)
+		cols[i].width = colWidth(c, minW)
 	}
-	return out
+	return cols
 }
 
 // writeRows streams rows held in memory into a new table sheet.
@@ -294,7 +368,17 @@ func (b *wb) writeRows(name string, headers []string, rows [][]any, total []any)
 	if total != nil {
 		all = append(append([][]any{}, rows...), total)
 	}
-	t, err := b.newTable(name, headers, widthsOf(headers, all, 10))
+	return b.writeTable(name, columnsOf(headers, all, 10), rows, total)
+}
+
+// writeTable streams rows held in memory into a new table sheet with the
+// given columns; a total row follows a blank row, outside the filter.
+func (b *wb) writeTable(name string, cols []column, rows [][]any, total []any) error {
+	n := 1 + len(rows)
+	if total != nil {
+		n += 2
+	}
+	t, err := b.newTable(name, cols, n)
 	if err != nil {
 		return err
 	}
