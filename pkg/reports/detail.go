@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/xuri/excelize/v2"
+
+	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
 var enrollmentHeaders = []string{"Student number", "Last name", "First name", "Enrolled", "Status", "Completed",
@@ -39,24 +41,24 @@ func measure(ctx context.Context, tx pgx.Tx, with, from string, args []any, expr
 
 // detailColumns sizes a detail sheet's columns: each header's width, or
 // the longest text measured for it, or fixed where given.
-func detailColumns(headers []string, numeric []int, textCols []int, lens []int, fixed map[int]float64) []column {
-	cols := make([]column, len(headers))
+func detailColumns(headers []string, numeric []int, textCols []int, lens []int, fixed map[int]float64) []xlsx.Column {
+	cols := make([]xlsx.Column, len(headers))
 	chars := make([]int, len(headers))
 	for i, h := range headers {
-		cols[i].header = h
+		cols[i].Header = h
 		chars[i] = len(h)
 	}
 	for i, c := range textCols {
 		chars[c] = max(chars[c], lens[i])
 	}
 	for i, c := range chars {
-		cols[i].width = colWidth(c, 10)
+		cols[i].Width = xlsx.ColWidth(c, 10)
 		if w, ok := fixed[i]; ok {
-			cols[i].width = max(cols[i].width, w)
+			cols[i].Width = max(cols[i].Width, w)
 		}
 	}
 	for _, c := range numeric {
-		cols[c].numeric = true
+		cols[c].Numeric = true
 	}
 	return cols
 }
@@ -74,7 +76,7 @@ func (b *wb) enrollments(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	cols := detailColumns(enrollmentHeaders, []int{3, 5, 7, 9, 11}, textCols, lens, map[int]float64{3: 12, 5: 12, 7: 12, 9: 12, 11: 12})
-	t, err := b.newTable(SheetEnrollment, cols, n+1)
+	t, err := b.NewTable(SheetEnrollment, cols, n+1)
 	if err != nil {
 		return err
 	}
@@ -89,31 +91,31 @@ func (b *wb) enrollments(ctx context.Context, tx pgx.Tx) error {
 		number, last, first, status, outcome, employer, wage, title, notes *string
 		enrolled, completed, outcomeDate, placed                           *time.Time
 	)
-	v := t.buf
+	v := t.Buf
 	for rows.Next() {
 		if err := rows.Scan(&number, &last, &first, &enrolled, &status, &completed, &outcome, &outcomeDate,
 			&employer, &placed, &wage, &title, &notes); err != nil {
 			return fmt.Errorf("read enrollments: %w", err)
 		}
-		r := t.row + 1
-		v[0], v[1], v[2] = b.strCell(SheetEnrollment, 1, r, number), b.strCell(SheetEnrollment, 2, r, last), b.strCell(SheetEnrollment, 3, r, first)
-		v[3], v[4], v[5] = b.dateCell(enrolled), b.strCell(SheetEnrollment, 5, r, status), b.dateCell(completed)
-		v[6], v[7], v[8] = b.strCell(SheetEnrollment, 7, r, outcome), b.dateCell(outcomeDate), b.strCell(SheetEnrollment, 9, r, employer)
-		v[9], v[10], v[11] = b.dateCell(placed), b.strCell(SheetEnrollment, 11, r, wage), nil
+		r := t.Row() + 1
+		v[0], v[1], v[2] = b.Str(SheetEnrollment, 1, r, number), b.Str(SheetEnrollment, 2, r, last), b.Str(SheetEnrollment, 3, r, first)
+		v[3], v[4], v[5] = b.Date(enrolled), b.Str(SheetEnrollment, 5, r, status), b.Date(completed)
+		v[6], v[7], v[8] = b.Str(SheetEnrollment, 7, r, outcome), b.Date(outcomeDate), b.Str(SheetEnrollment, 9, r, employer)
+		v[9], v[10], v[11] = b.Date(placed), b.Str(SheetEnrollment, 11, r, wage), nil
 		if wage != nil {
 			if c, ok := hourlyWageCents(*wage); ok {
-				v[11] = b.moneyCell(&c)
+				v[11] = b.MoneyCell(&c)
 			}
 		}
-		v[12], v[13] = b.strCell(SheetEnrollment, 13, r, title), b.strCell(SheetEnrollment, 14, r, notes)
-		if err := t.add(v); err != nil {
+		v[12], v[13] = b.Str(SheetEnrollment, 13, r, title), b.Str(SheetEnrollment, 14, r, notes)
+		if err := t.Add(v); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read enrollments: %w", err)
 	}
-	return t.close()
+	return t.Close()
 }
 
 func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
@@ -132,11 +134,11 @@ func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
 	}
 	// Money columns hold $1,234,567.89 and the padding after it.
 	cols := detailColumns(expenseHeaders, []int{0, 6, 7, 8, 9, 10}, textCols, lens,
-		map[int]float64{0: 12, 3: colWidth(len("Out of policy"), 10), 7: 15, 8: 15, 9: 15, 10: 15})
+		map[int]float64{0: 12, 3: xlsx.ColWidth(len("Out of policy"), 10), 7: 15, 8: 15, 9: 15, 10: 15})
 	for _, c := range []int{7, 8, 9, 10} {
-		cols[c].width = 15
+		cols[c].Width = 15
 	}
-	t, err := b.newTable(SheetExpenses, cols, n+1)
+	t, err := b.NewTable(SheetExpenses, cols, n+1)
 	if err != nil {
 		return err
 	}
@@ -158,16 +160,16 @@ func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
 		qty                                                     int32
 		unit, discount, tax                                     *int64
 		total                                                   int64
-		yes, no                                                 = "Yes", excelize.Cell{StyleID: b.st.flag, Value: "Out of policy"}
+		yes, no                                                 = "Yes", excelize.Cell{StyleID: b.St.Flag, Value: "Out of policy"}
 	)
-	v := t.buf
+	v := t.Buf
 	for rows.Next() {
 		if err := rows.Scan(&purchased, &item, &category, &vendor, &desc, &qty, &unit, &discount, &tax, &total,
 			&method, &receipt, &student, &notes); err != nil {
 			return fmt.Errorf("read expenses: %w", err)
 		}
-		r := t.row + 1
-		v[0], v[1], v[2] = b.dateCell(&purchased), b.text(SheetExpenses, 2, r, item), b.strCell(SheetExpenses, 3, r, category)
+		r := t.Row() + 1
+		v[0], v[1], v[2] = b.Date(&purchased), b.Text(SheetExpenses, 2, r, item), b.Str(SheetExpenses, 3, r, category)
 		v[3] = nil
 		if s.policy != nil {
 			v[3] = no
@@ -175,16 +177,16 @@ func (b *wb) expenses(ctx context.Context, tx pgx.Tx) error {
 				v[3] = yes
 			}
 		}
-		v[4], v[5], v[6] = b.strCell(SheetExpenses, 5, r, vendor), b.strCell(SheetExpenses, 6, r, desc), excelize.Cell{StyleID: b.st.integer, Value: qty}
-		v[7], v[8], v[9], v[10] = b.moneyCell(unit), b.moneyCell(discount), b.moneyCell(tax), b.moneyCell(&total)
-		v[11], v[12], v[13] = b.strCell(SheetExpenses, 12, r, method), b.strCell(SheetExpenses, 13, r, receipt), b.strCell(SheetExpenses, 14, r, student)
-		v[14] = b.strCell(SheetExpenses, 15, r, notes)
-		if err := t.add(v); err != nil {
+		v[4], v[5], v[6] = b.Str(SheetExpenses, 5, r, vendor), b.Str(SheetExpenses, 6, r, desc), excelize.Cell{StyleID: b.St.Integer, Value: qty}
+		v[7], v[8], v[9], v[10] = b.MoneyCell(unit), b.MoneyCell(discount), b.MoneyCell(tax), b.MoneyCell(&total)
+		v[11], v[12], v[13] = b.Str(SheetExpenses, 12, r, method), b.Str(SheetExpenses, 13, r, receipt), b.Str(SheetExpenses, 14, r, student)
+		v[14] = b.Str(SheetExpenses, 15, r, notes)
+		if err := t.Add(v); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read expenses: %w", err)
 	}
-	return t.close()
+	return t.Close()
 }

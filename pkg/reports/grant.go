@@ -1,17 +1,18 @@
-// Package reports builds the reports a grant officer or funder reads: an
-// Excel workbook per grant, read from one consistent snapshot of the IP2A
-// database, with money exact to the cent, figures as real numbers with
-// formats, and memory bounded however many rows the grant has.
+// Package reports builds the reports people read from the IP2A database:
+// the grant report for a grant officer or funder, the membership report and
+// the dues report for the local's officers. Each is read from one
+// consistent snapshot of the database and written as an Excel workbook
+// (pkg/reports/xlsx) and/or a PDF, with money exact to the cent, figures
+// as real numbers with formats, and memory bounded however many rows the
+// database has.
 package reports
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -78,10 +79,13 @@ type GrantOptions struct {
 	// (their time of day is ignored). Zero From is the grant's start date,
 	// zero To is Now's date (UTC).
 	From, To time.Time
-	// Out is the workbook's file name (ending in .xlsx; not with AllActive)
-	// or an existing directory that receives grant_report_<number>_<period>.xlsx.
-	// Empty means the current directory.
+	// Out is the report's file name (ending in .xlsx or .pdf; not with
+	// AllActive; each format gets its own extension) or an existing
+	// directory that receives grant_report_<number>_<period>.xlsx (and
+	// .pdf). Empty means the current directory.
 	Out string
+	// Format is which files to write (default FormatXLSX).
+	Format Format
 	// Now is the clock for "generated at" and the default To; zero means
 	// time.Now(). Tests freeze it.
 	Now time.Time
@@ -111,8 +115,11 @@ func (o GrantOptions) Validate() error {
 	if len(o.Statuses) > 0 && !o.AllActive {
 		return exitcode.Fieldf("Statuses", "only with AllActive")
 	}
-	if o.AllActive && isXLSXName(o.Out) {
-		return exitcode.Fieldf("Out", "%q is a file name, but AllActive writes several workbooks; give a directory", o.Out)
+	if o.AllActive && isFileName(o.Out) {
+		return exitcode.Fieldf("Out", "%q is a file name, but AllActive writes several reports; give a directory", o.Out)
+	}
+	if err := o.Format.Validate(); err != nil {
+		return exitcode.Fieldf("Format", "%w", err)
 	}
 	return nil
 }
@@ -138,6 +145,9 @@ type GrantReportFile struct {
 	BudgetCents int64     `json:"budget_cents"`
 	SpentCents  int64     `json:"spent_cents"`
 	Bytes       int64     `json:"bytes"`
+	// Files are every file written, in format order; Path and Bytes
+	// describe the first.
+	Files []File `json:"files"`
 	// Notes are the caveats also written on the Notes sheet that a reader
 	// of the run should see (older schema, truncated cells, policy).
 	Notes []string `json:"notes,omitempty"`
@@ -227,33 +237,42 @@ func describeLeftOut(left []LeftOutGrant) string {
 	return fmt.Sprintf("all %d grants left out: %s", len(left), strings.Join(parts, "; "))
 }
 
-// writeGrant reads one grant's snapshot and writes its workbook.
+// writeGrant reads one grant's snapshot and writes its files.
 func writeGrant(ctx context.Context, o GrantOptions, id int32) (GrantReportFile, error) {
 	var rep GrantReportFile
-	tx, err := o.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return rep, fmt.Errorf("begin snapshot: %w", err)
+	err := inSnapshot(ctx, o.Pool, o.Schema, func(tx pgx.Tx) error {
+		s, err := loadSnapshot(ctx, tx, o, id)
+		if err != nil {
+			return err
+		}
+		files, err := writeDocument(ctx, o.Out, o.Format, &grantDoc{tx: tx, s: s})
+		if err != nil {
+			return err
+		}
+		rep = GrantReportFile{GrantID: s.grant.id, GrantNumber: s.grant.number, GrantName: s.grant.name, Path: files[0].Path,
+			From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), SnapshotAt: s.snapshotAt,
+			Enrollments: s.enr.total, Expenses: s.exp.count.toDate, BudgetCents: s.grant.budget, SpentCents: s.exp.spent.toDate,
+			Bytes: files[0].Bytes, Files: files, Notes: s.runNotes()}
+		return nil
+	})
+	return rep, err
+}
+
+// grantDoc is one grant's report, in the snapshot it was read from.
+type grantDoc struct {
+	tx pgx.Tx
+	s  *snapshot
+}
+
+func (d *grantDoc) fileName() string {
+	return strings.TrimSuffix(FileName(d.s.grant.number, d.s.grant.id, d.s.from, d.s.to), ".xlsx")
+}
+
+func (d *grantDoc) write(ctx context.Context, ext string, w io.Writer) error {
+	if ext == "xlsx" {
+		return buildWorkbook(ctx, d.tx, d.s, w)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{o.Schema}.Sanitize()); err != nil {
-		return rep, fmt.Errorf("set search_path: %w", err)
-	}
-	s, err := loadSnapshot(ctx, tx, o, id)
-	if err != nil {
-		return rep, err
-	}
-	path := o.Out
-	if !isXLSXName(path) {
-		path = filepath.Join(path, FileName(s.grant.number, s.grant.id, s.from, s.to))
-	}
-	n, err := writeFileAtomic(path, func(f *os.File) error { return buildWorkbook(ctx, tx, s, f) })
-	if err != nil {
-		return rep, err
-	}
-	return GrantReportFile{GrantID: s.grant.id, GrantNumber: s.grant.number, GrantName: s.grant.name, Path: path,
-		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), SnapshotAt: s.snapshotAt,
-		Enrollments: s.enr.total, Expenses: s.exp.count.toDate, BudgetCents: s.grant.budget, SpentCents: s.exp.spent.toDate,
-		Bytes: n, Notes: s.runNotes()}, nil
+	return fmt.Errorf("grant report: no %s writer", ext)
 }
 
 // FileName is the workbook name for a grant and period:
@@ -288,70 +307,7 @@ func safeName(s string) string {
 	return strings.Trim(b.String(), ".")
 }
 
-func isXLSXName(p string) bool { return strings.EqualFold(filepath.Ext(p), ".xlsx") }
-
 func dateOf(t time.Time) time.Time {
 	y, m, d := t.Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-}
-
-// checkOutDir fails early when the output directory does not exist, so no
-// snapshot is read for a workbook that cannot be written.
-func checkOutDir(out string) error {
-	dir := out
-	if isXLSXName(out) {
-		dir = filepath.Dir(out)
-	}
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("output directory: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("output directory %s: %w", dir, syscall.ENOTDIR)
-	}
-	return nil
-}
-
-// writeFileAtomic writes path through a temporary file in the same
-// directory: write, fsync, close, rename, then fsync the directory. On any
-// error the temporary file is removed and path is untouched.
-func writeFileAtomic(path string, write func(*os.File) error) (int64, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".grant_report_*.xlsx.tmp")
-	if err != nil {
-		return 0, fmt.Errorf("create output: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := write(f); err != nil {
-		return 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return 0, fmt.Errorf("write output: %w", err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return st.Size(), nil
 }

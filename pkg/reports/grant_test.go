@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/xuri/excelize/v2"
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/internal/tmpfs"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
+	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
 // TestGrantReportTotalsMatchSQL writes every fixture grant's workbook on
@@ -127,13 +127,13 @@ func TestGrantReportEdgeCases(t *testing.T) {
 	require.Equal(t, "Грант «Север» 北", sv["Name"])
 	// A negative total is a number with the currency format.
 	require.Contains(t, d[SheetExpenses+"!K2"], `"-120.5"`)
-	require.Contains(t, d[SheetExpenses+"!K2"], fmtMoney)
+	require.Contains(t, d[SheetExpenses+"!K2"], xlsx.FmtMoney)
 	// Long text is cut to what a cell holds and marked; the Notes name the cells.
 	desc := d[SheetExpenses+"!F3"]
 	require.Contains(t, desc, "…[truncated]")
 	v, err := f.GetCellValue(SheetExpenses, "F3")
 	require.NoError(t, err)
-	require.Equal(t, 32767, utf16Len(v))
+	require.Equal(t, 32767, utf16Units(v))
 	notes, err := f.GetRows(SheetNotes)
 	require.NoError(t, err)
 	all := ""
@@ -278,51 +278,4 @@ func TestHourlyWage(t *testing.T) {
 			require.Equal(t, tc.want, got)
 		})
 	}
-}
-
-func TestCellText(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		in   string
-		cut  bool
-	}{
-		{"short", "hello", false},
-		{"exactly the limit", strings.Repeat("a", 32767), false},
-		{"one over", strings.Repeat("a", 32768), true},
-		{"astral characters count twice", strings.Repeat("👷", 16384), true},
-		{"astral at the limit", strings.Repeat("👷", 16383) + "a", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, cut := cellText(tc.in)
-			require.Equal(t, tc.cut, cut)
-			require.LessOrEqual(t, utf16Len(got), 32767)
-			if cut {
-				require.True(t, strings.HasSuffix(got, truncMark))
-			} else {
-				require.Equal(t, tc.in, got)
-			}
-		})
-	}
-}
-
-// TestDateValue checks the serial day numbers written for dates against
-// excelize's own reading of them.
-func TestDateValue(t *testing.T) {
-	t.Parallel()
-	for _, s := range []string{"1900-03-01", "1970-01-01", "2024-02-29", "2026-11-01", "2099-12-31"} {
-		t.Run(s, func(t *testing.T) {
-			t.Parallel()
-			d, err := time.Parse(time.DateOnly, s)
-			require.NoError(t, err)
-			v, ok := dateValue(d).(int64)
-			require.True(t, ok)
-			back, err := excelize.ExcelDateToTime(float64(v), false)
-			require.NoError(t, err)
-			require.Equal(t, d, back)
-		})
-	}
-	early := time.Date(1900, 1, 15, 0, 0, 0, 0, time.UTC)
-	require.Equal(t, early, dateValue(early))
 }

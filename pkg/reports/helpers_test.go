@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -262,7 +263,7 @@ func columnCents(t testing.TB, f *excelize.File, sheet string, col int) (sum int
 
 func tempFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, ".grant_report_*"))
+	m, err := filepath.Glob(filepath.Join(dir, ".report_*"))
 	require.NoError(t, err)
 	return m
 }
@@ -273,3 +274,6 @@ func fileExists(path string) bool {
 }
 
 func excelizeRawOpts() excelize.Options { return excelize.Options{RawCellValue: true} }
+
+// utf16Units is the length of s as Excel counts it.
+func utf16Units(s string) int { return len(utf16.Encode([]rune(s))) }

@@ -17,6 +17,7 @@ import (
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
 	"github.com/ip2a/ip2a-ops/internal/readertest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
+	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
 // multiLineNotes are notes as people type them into the app: Unix and
@@ -35,7 +36,7 @@ func multiLineNotes(prefix string) []string {
 func printedLines(notes []string) []string {
 	var out []string
 	for _, n := range notes {
-		for _, l := range strings.Split(printable(n), "\n") {
+		for _, l := range strings.Split(xlsx.Printable(n), "\n") {
 			// pdftotext keeps words, not the exact spaces between them:
 			// compare the longest run of single-spaced words.
 			fields := strings.Split(strings.TrimSpace(l), "  ")

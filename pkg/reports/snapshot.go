@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ip2a/ip2a-ops/pkg/dbschema"
+	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
 // grantRow is the grant's own record. Money is in cents.
@@ -90,7 +91,7 @@ func (s *snapshot) runNotes() []string {
 		out = append(out, c.text)
 	}
 	if len(s.truncated) > 0 {
-		out = append(out, truncatedNote(s.truncated))
+		out = append(out, xlsx.TruncatedNote(s.truncated))
 	}
 	return out
 }

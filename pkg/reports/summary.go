@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/xuri/excelize/v2"
+
+	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
 var categoryHeaders = []string{"Category", "Allowable", "Expenses", "Spent", "Spent in period", "Share of spend"}
 
 func (b *wb) categories() error {
-	s, st := b.s, b.st
+	s, st := b.s, b.St
 	var rows [][]any
 	total := s.exp.spent.toDate
 	for _, c := range s.exp.categories {
@@ -24,17 +26,17 @@ func (b *wb) categories() error {
 		case "yes":
 			allowed = "Yes"
 		case "no":
-			allowed = excelize.Cell{StyleID: st.flag, Value: "Out of policy"}
+			allowed = excelize.Cell{StyleID: st.Flag, Value: "Out of policy"}
 		}
-		rows = append(rows, []any{b.text(SheetCategories, 1, len(rows)+2, name), allowed,
-			excelize.Cell{StyleID: st.integer, Value: c.count}, excelize.Cell{StyleID: st.money, Value: money(c.cents)},
-			excelize.Cell{StyleID: st.money, Value: money(c.periodCents)}, b.share(c.cents, total, st.percent)})
+		rows = append(rows, []any{b.Text(SheetCategories, 1, len(rows)+2, name), allowed,
+			excelize.Cell{StyleID: st.Integer, Value: c.count}, excelize.Cell{StyleID: st.Money, Value: xlsx.Money(c.cents)},
+			excelize.Cell{StyleID: st.Money, Value: xlsx.Money(c.periodCents)}, b.Share(c.cents, total, st.Percent)})
 	}
 	// The total row holds the SQL sums, not a sum of the cells above.
-	tot := []any{excelize.Cell{StyleID: st.bold, Value: "Total"}, nil,
-		excelize.Cell{StyleID: st.intBold, Value: s.exp.count.toDate}, excelize.Cell{StyleID: st.moneyBold, Value: money(total)},
-		excelize.Cell{StyleID: st.moneyBold, Value: money(s.exp.spent.inPeriod)}, b.share(total, total, st.percentBold)}
-	return b.writeRows(SheetCategories, categoryHeaders, rows, tot)
+	tot := []any{excelize.Cell{StyleID: st.Bold, Value: "Total"}, nil,
+		excelize.Cell{StyleID: st.IntBold, Value: s.exp.count.toDate}, excelize.Cell{StyleID: st.MoneyBold, Value: xlsx.Money(total)},
+		excelize.Cell{StyleID: st.MoneyBold, Value: xlsx.Money(s.exp.spent.inPeriod)}, b.Share(total, total, st.PercentBold)}
+	return b.WriteRows(SheetCategories, categoryHeaders, rows, tot)
 }
 
 // share is part/whole as a percentage cell, empty when whole is zero.
@@ -46,15 +48,15 @@ func (b *wb) share(part, whole int64, style int) any {
 }
 
 func (b *wb) period() error {
-	s, st := b.s, b.st
+	s, st := b.s, b.St
 	headers := []string{"Figure", fmt.Sprintf("In period (%s to %s)", s.from.Format(time.DateOnly), s.to.Format(time.DateOnly)),
 		"Through period end", "To date (whole grant)"}
 	count := func(label string, p periodCount, ok bool) []any {
 		if !ok {
 			return []any{label, nil, nil, nil}
 		}
-		return []any{label, excelize.Cell{StyleID: st.integer, Value: p.inPeriod},
-			excelize.Cell{StyleID: st.integer, Value: p.throughEnd}, excelize.Cell{StyleID: st.integer, Value: p.toDate}}
+		return []any{label, excelize.Cell{StyleID: st.Integer, Value: p.inPeriod},
+			excelize.Cell{StyleID: st.Integer, Value: p.throughEnd}, excelize.Cell{StyleID: st.Integer, Value: p.toDate}}
 	}
 	e, x := s.enr, s.exp
 	rows := [][]any{
@@ -63,55 +65,17 @@ func (b *wb) period() error {
 		count("Placements", e.placements, s.hasGE),
 		count("Credentials earned", e.credentials, true),
 		count("Expenses (rows)", x.count, true),
-		{"Spend", excelize.Cell{StyleID: st.money, Value: money(x.spent.inPeriod)},
-			excelize.Cell{StyleID: st.money, Value: money(x.spent.throughEnd)}, excelize.Cell{StyleID: st.money, Value: money(x.spent.toDate)}},
+		{"Spend", excelize.Cell{StyleID: st.Money, Value: xlsx.Money(x.spent.inPeriod)},
+			excelize.Cell{StyleID: st.Money, Value: xlsx.Money(x.spent.throughEnd)}, excelize.Cell{StyleID: st.Money, Value: xlsx.Money(x.spent.toDate)}},
 	}
-	return b.writeRows(SheetPeriod, headers, rows, nil)
+	return b.WriteRows(SheetPeriod, headers, rows, nil)
 }
 
 // summary is a form, not a table: label in A, value in B (targets use B-D).
 func (b *wb) summary() error {
-	s, st, f := b.s, b.st, b.f
+	s, st := b.s, b.St
 	g, e, x := s.grant, s.enr, s.exp
-	const sh = SheetSummary
-	row := 0
-	var widthA, widthB int
-	put := func(col int, v any, style int) error {
-		ref, _ := excelize.CoordinatesToCellName(col, row)
-		if str, ok := v.(string); ok {
-			v = b.text(sh, col, row, str)
-			if col == 1 && row > 1 { // the title may overhang
-				widthA = max(widthA, textWidth(str))
-			} else if col == 2 && row > 1 {
-				widthB = max(widthB, textWidth(str))
-			}
-		}
-		if v != nil {
-			if err := f.SetCellValue(sh, ref, v); err != nil {
-				return err
-			}
-		}
-		if style != 0 {
-			return f.SetCellStyle(sh, ref, ref, style)
-		}
-		return nil
-	}
-	line := func(label string, v any, style int) error {
-		row++
-		if err := put(1, label, 0); err != nil {
-			return err
-		}
-		return put(2, v, style)
-	}
-	section := func(title string) error {
-		row += 2
-		ref, _ := excelize.CoordinatesToCellName(1, row)
-		end, _ := excelize.CoordinatesToCellName(4, row)
-		if err := f.SetCellValue(sh, ref, title); err != nil {
-			return err
-		}
-		return f.SetCellStyle(sh, ref, end, st.section)
-	}
+	f := b.NewForm(SheetSummary, 4)
 	optStr := func(p *string) any {
 		if p == nil {
 			return nil
@@ -132,121 +96,83 @@ func (b *wb) summary() error {
 	}
 	var steps []func() error
 	add := func(fn func() error) { steps = append(steps, fn) }
-	add(func() error { row = 1; return put(1, "Grant report: "+g.name, st.title) })
-	add(func() error { return line("Grantee", s.o.Grantee, 0) })
-	add(func() error { return line("Program", s.o.Program, 0) })
-	add(func() error { return section("Grant") })
-	add(func() error { return line("Name", g.name, 0) })
-	add(func() error { return line("Number", g.number, 0) })
-	add(func() error { return line("Funder", optStr(g.funder), 0) })
-	add(func() error {
-		if g.hasStatus {
-			return line("Status", optStr(g.status), 0)
-		}
+	line := func(label string, v any, style int) { add(func() error { return f.Line(label, v, style) }) }
+	section := func(title string) { add(func() error { return f.Section(title) }) }
+	add(func() error { return f.Title("Grant report: " + g.name) })
+	line("Grantee", s.o.Grantee, 0)
+	line("Program", s.o.Program, 0)
+	section("Grant")
+	line("Name", g.name, 0)
+	line("Number", g.number, 0)
+	line("Funder", optStr(g.funder), 0)
+	if g.hasStatus {
+		line("Status", optStr(g.status), 0)
+	} else {
 		active := "inactive"
 		if g.isActive {
 			active = "active"
 		}
-		return line("Status", active+" (is_active; this schema has no grant status)", 0)
-	})
-	add(func() error { return line("Start date", g.start, st.date) })
-	add(func() error { return line("End date", optDate(g.end), st.date) })
-	add(func() error { return line("Reporting frequency", optStr(g.frequency), 0) })
-	add(func() error { return line("Next report due", optDate(g.nextReportDue), st.date) })
-	add(func() error { return section("Reporting period") })
-	add(func() error { return line("Period start", s.from, st.date) })
-	add(func() error { return line("Period end", s.to, st.date) })
-	add(func() error { return line("Generated at (UTC)", s.o.Now.UTC(), st.dateTime) })
-	add(func() error { return line("Data snapshot at (UTC)", s.snapshotAt.UTC(), st.dateTime) })
-	add(func() error { return section("Enrollment (to date)") })
-	add(func() error { return line("Enrolled", e.total, st.integer) })
-	add(func() error { return line("Active (enrolled or active)", e.enrolled+e.active, st.integer) })
-	add(func() error { return line("Completed", e.completed, st.integer) })
-	add(func() error { return line("Withdrawn", e.withdrawn, st.integer) })
-	add(func() error { return line("Dropped", e.dropped, st.integer) })
-	add(func() error { return line("Attrition (withdrawn + dropped)", e.withdrawn+e.dropped, st.integer) })
-	add(func() error { return line("Retention rate", ratio(e.total-e.withdrawn-e.dropped, e.total), st.percent) })
-	add(func() error { return section("Money (to date)") })
-	add(func() error { return line("Budget", money(g.budget), st.money) })
-	add(func() error { return line("Spent", money(x.spent.toDate), st.money) })
-	add(func() error { return line("Remaining", money(g.budget-x.spent.toDate), st.money) })
-	add(func() error { return line("Utilization", ratio(x.spent.toDate, g.budget), st.percent) })
-	add(func() error { return line("Spent out of policy", money(x.outOfPolicy), st.money) })
-	add(func() error { return section("Outcomes (to date)") })
+		line("Status", active+" (is_active; this schema has no grant status)", 0)
+	}
+	line("Start date", g.start, st.Date)
+	line("End date", optDate(g.end), st.Date)
+	line("Reporting frequency", optStr(g.frequency), 0)
+	line("Next report due", optDate(g.nextReportDue), st.Date)
+	section("Reporting period")
+	line("Period start", s.from, st.Date)
+	line("Period end", s.to, st.Date)
+	line("Generated at (UTC)", s.o.Now.UTC(), st.DateTime)
+	line("Data snapshot at (UTC)", s.snapshotAt.UTC(), st.DateTime)
+	section("Enrollment (to date)")
+	line("Enrolled", e.total, st.Integer)
+	line("Active (enrolled or active)", e.enrolled+e.active, st.Integer)
+	line("Completed", e.completed, st.Integer)
+	line("Withdrawn", e.withdrawn, st.Integer)
+	line("Dropped", e.dropped, st.Integer)
+	line("Attrition (withdrawn + dropped)", e.withdrawn+e.dropped, st.Integer)
+	line("Retention rate", ratio(e.total-e.withdrawn-e.dropped, e.total), st.Percent)
+	section("Money (to date)")
+	line("Budget", xlsx.Money(g.budget), st.Money)
+	line("Spent", xlsx.Money(x.spent.toDate), st.Money)
+	line("Remaining", xlsx.Money(g.budget-x.spent.toDate), st.Money)
+	line("Utilization", ratio(x.spent.toDate, g.budget), st.Percent)
+	line("Spent out of policy", xlsx.Money(x.outOfPolicy), st.Money)
+	section("Outcomes (to date)")
 	if s.hasGE {
 		for _, o := range e.outcomes {
-			add(func() error { return line(outcomeLabel(o.label), o.n, st.integer) })
+			line(outcomeLabel(o.label), o.n, st.Integer)
 		}
-		add(func() error { return line("No outcome recorded", e.noOutcome, st.integer) })
-		add(func() error { return line("Placements (employment + apprenticeship)", e.placements.toDate, st.integer) })
+		line("No outcome recorded", e.noOutcome, st.Integer)
+		line("Placements (employment + apprenticeship)", e.placements.toDate, st.Integer)
 	} else {
-		add(func() error { return line("Outcomes", "not recorded by this schema (see Notes)", 0) })
+		line("Outcomes", "not recorded by this schema (see Notes)", 0)
 	}
-	add(func() error { return line("Credentials earned", e.credentials.toDate, st.integer) })
-	add(func() error { return section("Targets") })
-	add(func() error {
-		row++
-		// Goal, actual and progress are numbers: their headers align right, above them.
-		for i, h := range []string{"Target", "Goal", "Actual", "Progress"} {
-			style := st.boldNum
-			if i == 0 {
-				style = st.bold
-			}
-			if err := put(i+1, h, style); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	target := func(label string, goal *int32, actual int64) func() error {
-		return func() error {
-			row++
-			if err := put(1, label, 0); err != nil {
-				return err
-			}
-			if goal == nil {
-				if err := put(2, "no target", st.right); err != nil {
-					return err
+	line("Credentials earned", e.credentials.toDate, st.Integer)
+	section("Targets")
+	// Goal, actual and progress are numbers: their headers align right, above them.
+	add(func() error { return f.Header("Target", "Goal", "Actual", "Progress") })
+	target := func(label string, goal *int32, actual int64) {
+		add(func() error {
+			goalCell := xlsx.Cell{V: "no target", Style: st.Right}
+			var progress xlsx.Cell
+			if goal != nil {
+				goalCell = xlsx.Cell{V: int64(*goal), Style: st.Integer}
+				if *goal > 0 {
+					progress = xlsx.Cell{V: float64(actual) / float64(*goal), Style: st.Percent}
 				}
-			} else if err := put(2, int64(*goal), st.integer); err != nil {
-				return err
 			}
-			if err := put(3, actual, st.integer); err != nil {
-				return err
-			}
-			if goal != nil && *goal > 0 {
-				return put(4, float64(actual)/float64(*goal), st.percent)
-			}
-			return nil
-		}
+			return f.Row(xlsx.Cell{V: label}, goalCell, xlsx.Cell{V: actual, Style: st.Integer}, progress)
+		})
 	}
-	add(target("Enrollment", g.targetEnroll, e.total))
-	add(target("Completion", g.targetCompl, e.completed))
-	add(target("Placement", g.targetPlace, e.placements.toDate))
+	target("Enrollment", g.targetEnroll, e.total)
+	target("Completion", g.targetCompl, e.completed)
+	target("Placement", g.targetPlace, e.placements.toDate)
 	for _, fn := range steps {
 		if err := fn(); err != nil {
 			return err
 		}
 	}
-	if err := f.SetColWidth(sh, "A", "A", colWidth(widthA, 12)); err != nil {
-		return err
-	}
-	if err := f.SetColWidth(sh, "B", "B", colWidth(max(widthB, 19), 16)); err != nil {
-		return err
-	}
-	if err := f.SetColWidth(sh, "C", "D", 14); err != nil {
-		return err
-	}
-	if err := f.SetSheetDimension(sh, fmt.Sprintf("A1:D%d", row)); err != nil {
-		return err
-	}
-	// One portrait page: a form a few dozen rows long, so no block (the
-	// outcomes, the targets) is split across pages.
-	portrait, one, fit := "portrait", 1, true
-	if err := f.SetPageLayout(sh, &excelize.PageLayoutOptions{Orientation: &portrait, FitToWidth: &one, FitToHeight: &one}); err != nil {
-		return err
-	}
-	return f.SetSheetProps(sh, &excelize.SheetPropsOptions{FitToPage: &fit})
+	return f.Close()
 }
 
 // outcomeLabel turns an enum label into words: obtained_employment ->
@@ -299,26 +225,13 @@ func (b *wb) notes() error {
 	}
 	ns = append(ns, s.excluded...)
 	ns = append(ns, s.caveats...)
+	s.truncated = b.Truncated()
 	if len(s.truncated) > 0 {
-		ns = append(ns, note{"Truncated cells", truncatedNote(s.truncated)})
+		ns = append(ns, note{"Truncated cells", xlsx.TruncatedNote(s.truncated)})
 	}
-	rows := make([][]any, len(ns))
+	out := make([]xlsx.Note, len(ns))
 	for i, n := range ns {
-		rows[i] = []any{n.topic, b.text(SheetNotes, 2, i+2, n.text)}
+		out[i] = xlsx.Note{Topic: n.topic, Text: n.text}
 	}
-	// The note column is as wide as a landscape page allows beside the
-	// topics, and its text wraps: unwrapped, fit-to-width shrank the page
-	// to the longest note.
-	return b.writeTable(SheetNotes, notesColumns(ns), rows, nil)
-}
-
-// noteWidth is the Notes sheet's note column, in characters.
-const noteWidth = 90
-
-func notesColumns(ns []note) []column {
-	w := len("Topic")
-	for _, n := range ns {
-		w = max(w, textWidth(n.topic))
-	}
-	return []column{{header: "Topic", width: colWidth(w, 12)}, {header: "Note", width: noteWidth}}
+	return b.WriteNotes(SheetNotes, out)
 }

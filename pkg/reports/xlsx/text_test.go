@@ -1,4 +1,4 @@
-package reports
+package xlsx
 
 import (
 	"strings"
@@ -19,7 +19,7 @@ func TestPrintable(t *testing.T) {
 		{"tab after a break", "abc\n\tz", "abc\n    z"},
 		{"runes count once", "é\tx", "é   x"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, printable(tc.in)) })
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, Printable(tc.in)) })
 	}
 }
 
@@ -37,7 +37,7 @@ func TestWrappedLines(t *testing.T) {
 		{"a long word breaks", strings.Repeat("x", 45), 21, 3},
 		{"wide characters take two", strings.Repeat("日", 20), 21, 2},
 	} {
-		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, wrappedLines(tc.in, tc.width)) })
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, WrappedLines(tc.in, tc.width)) })
 	}
-	require.LessOrEqual(t, rowHeight(100000), 409.0)
+	require.LessOrEqual(t, RowHeight(100000), 409.0)
 }
