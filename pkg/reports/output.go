@@ -2,12 +2,14 @@ package reports
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -84,6 +86,95 @@ func writeDocument(ctx context.Context, out string, f Format, doc document) ([]F
 		files = append(files, File{Path: path, Format: ext, Bytes: n})
 	}
 	return files, nil
+}
+
+// Output is what the membership and dues reports' options share: the
+// database, where and how to write, and the clock.
+type Output struct {
+	// Pool is the app database (required).
+	Pool *pgxpool.Pool
+	// Out is a directory (receiving the report under its own name) or a
+	// file name ending in .xlsx or .pdf (each format gets its own
+	// extension). Empty means ".".
+	Out string
+	// Format is which files to write (default FormatXLSX).
+	Format Format
+	// Now is the clock; zero means time.Now().
+	Now time.Time
+	// ToolVersion goes into the document properties (default "dev").
+	ToolVersion string
+	// Local heads the report (default DefaultGrantee).
+	Local string
+	// Schema holds the app's tables (default "public").
+	Schema string
+	// TmpDir is where the spreadsheet writer spills (default os.TempDir()).
+	TmpDir string
+}
+
+func (o Output) validate() error {
+	if o.Pool == nil {
+		return errors.New("Pool: required")
+	}
+	if err := o.Format.Validate(); err != nil {
+		return fmt.Errorf("Format: %w", err)
+	}
+	return nil
+}
+
+func (o Output) withDefaults() Output {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	o.Out = defaultString(o.Out, ".")
+	o.Schema = defaultString(o.Schema, "public")
+	o.Local = defaultString(o.Local, DefaultGrantee)
+	o.ToolVersion = defaultString(o.ToolVersion, "dev")
+	return o
+}
+
+func defaultString(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// produce checks the output directory, reads a report with load in one
+// snapshot and writes it in o's formats.
+func produce(ctx context.Context, o Output, load func(tx pgx.Tx) (document, error)) ([]File, error) {
+	if err := checkOutDir(o.Out); err != nil {
+		return nil, err
+	}
+	var files []File
+	err := inSnapshot(ctx, o.Pool, o.Schema, func(tx pgx.Tx) error {
+		doc, err := load(tx)
+		if err != nil {
+			return err
+		}
+		files, err = writeDocument(ctx, o.Out, o.Format, doc)
+		return err
+	})
+	return files, err
+}
+
+// step is one named part of writing a document.
+type step struct {
+	name string
+	fn   func() error
+}
+
+// runSteps runs steps in order, stopping at the first error (named) or
+// when ctx ends.
+func runSteps(ctx context.Context, steps []step) error {
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("write %s: %w", s.name, err)
+		}
+	}
+	return nil
 }
 
 // inSnapshot runs fn in one REPEATABLE READ READ ONLY transaction with the

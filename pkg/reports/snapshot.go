@@ -42,8 +42,8 @@ type enrFigures struct {
 }
 
 type labelCount struct {
-	label string
-	n     int64
+	Label string `json:"label"`
+	N     int64  `json:"n"`
 }
 
 type catRow struct {

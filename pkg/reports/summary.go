@@ -140,7 +140,7 @@ func (b *wb) summary() error {
 	section("Outcomes (to date)")
 	if s.hasGE {
 		for _, o := range e.outcomes {
-			line(outcomeLabel(o.label), o.n, st.Integer)
+			line(outcomeLabel(o.Label), o.N, st.Integer)
 		}
 		line("No outcome recorded", e.noOutcome, st.Integer)
 		line("Placements (employment + apprenticeship)", e.placements.toDate, st.Integer)

@@ -39,10 +39,7 @@ func buildWorkbook(ctx context.Context, tx pgx.Tx, s *snapshot, w io.Writer) err
 	defer book.Close()
 	b := &wb{Book: book, s: s}
 	// Detail sheets first: they can add notes (truncated cells).
-	steps := []struct {
-		name string
-		fn   func() error
-	}{
+	if err := runSteps(ctx, []step{
 		{SheetEnrollment, func() error { return b.enrollments(ctx, tx) }},
 		{SheetExpenses, func() error { return b.expenses(ctx, tx) }},
 		{SheetCategories, b.categories},
@@ -50,14 +47,8 @@ func buildWorkbook(ctx context.Context, tx pgx.Tx, s *snapshot, w io.Writer) err
 		{SheetSummary, b.summary},
 		{SheetNotes, b.notes},
 		{"document properties", b.properties},
-	}
-	for _, step := range steps {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := step.fn(); err != nil {
-			return fmt.Errorf("write %s: %w", step.name, err)
-		}
+	}); err != nil {
+		return err
 	}
 	return b.Write(w)
 }

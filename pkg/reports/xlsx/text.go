@@ -2,6 +2,7 @@ package xlsx
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"unicode"
 	"unicode/utf16"
@@ -70,12 +71,18 @@ func ColWidth(chars int, minW float64) float64 {
 }
 
 // TextWidth is the widest line of s in characters.
+// It counts in the same units as WrappedLines (see runeWidth), rounded
+// up, so a column sized by ColWidth(TextWidth(s)) holds s on one line.
 func TextWidth(s string) int {
-	w := 0
+	w := 0.0
 	for _, line := range strings.Split(s, "\n") {
-		w = max(w, utf8.RuneCountInString(line))
+		lw := 0.0
+		for _, r := range line {
+			lw += runeWidth(r)
+		}
+		w = max(w, lw)
 	}
-	return w
+	return int(math.Ceil(w))
 }
 
 // tabWidth is the tab stop Printable expands tabs to.
