@@ -19,7 +19,7 @@ func TestCrontabExampleIsValid(t *testing.T) {
 	code := Run(context.Background(), []string{"daemon", "--check", "../crontab.example"}, Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	require.Contains(t, out.String(), "valid")
-	for _, job := range []string{"backup", "backup-verify", "cleanup", "integrity-check", "audit-archive", "grant-report"} {
+	for _, job := range []string{"backup", "backup-verify", "cleanup", "integrity-check", "audit-archive", "grant-report", "membership-report", "dues-report"} {
 		require.Contains(t, out.String(), " "+job+" ", "crontab.example schedules %s", job)
 	}
 

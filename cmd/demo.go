@@ -48,6 +48,7 @@ func demoSteps() []demoStep {
 		{"integrity-check: findings, a repair dry run, the applied repair, the comparison", demoIntegrity},
 		{"backup: an encrypted backup, verified by a restore drill, then restored", demoBackup},
 		{"grant-report: Excel workbooks for grant officers and funders", demoGrantReport},
+		{"membership-report and dues-report: the officers' monthly reports", demoReports},
 		{"audit-archive: old audit months to verified archives, guarded delete, legal hold, search", demoAudit},
 		{"daemon: two schedulers, each slot claimed and run once", demoDaemon},
 		{"the run ledger", demoStatus},

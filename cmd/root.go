@@ -11,7 +11,8 @@ import (
 )
 
 const rootLong = `ip2a-ops runs the scheduled maintenance of the IP2A database: backups,
-audit-log archiving, integrity checks, grant reports and cleanup. Every run,
+audit-log archiving, integrity checks, grant, membership and dues reports
+and cleanup. Every run,
 whatever started it (a person, cron, systemd, Railway, the daemon), is
 recorded in a run ledger in the database (schema ip2a_ops) and can be seen
 with 'ip2a-ops jobs status'.
@@ -90,6 +91,7 @@ func newRootCmd(d *deps) *cobra.Command {
 		newCleanupCmd(d),
 		newIntegrityCmd(d),
 		newGrantReportCmd(d),
+		newMembershipReportCmd(d), newDuesReportCmd(d),
 		newDaemonCmd(d), newScheduleCmd(d),
 		newDemoCmd(d),
 		newSleepJobCmd(d),
