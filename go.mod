@@ -3,6 +3,7 @@ module github.com/ip2a/ip2a-ops
 go 1.26.8
 
 require (
+	codeberg.org/go-pdf/fpdf v0.12.0
 	filippo.io/age v1.3.2
 	github.com/chromedp/chromedp v0.23.1
 	github.com/creack/pty v1.1.24

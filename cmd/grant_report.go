@@ -20,6 +20,7 @@ type grantReportOptions struct {
 	from, to  string
 	lastMonth bool
 	out       string
+	format    string
 }
 
 func newGrantReportCmd(d *deps) *cobra.Command {
@@ -47,7 +48,11 @@ previous calendar month, for a monthly schedule.
 
 The file is grant_report_<grant number>_<period>.xlsx in --out (a directory,
 default the current one), or --out itself when it ends in .xlsx. It is
-written to a temporary name and renamed when whole.
+written to a temporary name and renamed when whole. --format pdf writes
+instead a PDF summary a funder reads on paper (period, enrollment and
+outcomes, targets, budget, spend and remaining, spend by category and by
+month as charts, out-of-policy expenses, notes; .pdf), --format both writes
+the two.
 
 --status narrows --all-active to grants with one of the given statuses
 (pending, active, completed, closed, suspended; newer schema only). Every
@@ -64,6 +69,7 @@ grant, with the closest grant numbers; --from after --to; a malformed date;
 an unknown --status), 4 another grant-report is running, 130 interrupted.`,
 		Example: `  ip2a-ops grant-report --grant G-2026-001 --from 2026-07-01 --to 2026-09-30 --out reports/
   ip2a-ops grant-report --grant 3 --out q3.xlsx
+  ip2a-ops grant-report --grant G-2026-001 --last-month --format both --out reports/
   ip2a-ops grant-report --all-active --last-month --out /var/lib/ip2a/reports
   ip2a-ops grant-report --all-active --status active,pending --out reports/`,
 		Args: cobra.NoArgs,
@@ -78,6 +84,8 @@ an unknown --status), 4 another grant-report is running, 130 interrupted.`,
 	f.BoolVar(&o.lastMonth, "last-month", false, "report on the previous calendar month (UTC)")
 	f.StringVar(&o.out, "out", ".", "directory for the workbooks, or a file name ending in .xlsx")
 	envFlag(f, "out", "IP2A_OPS_GRANT_REPORT_OUT")
+	f.StringVar(&o.format, "format", "xlsx", "xlsx, pdf (a summary for a funder on paper) or both")
+	envFlag(f, "format", "IP2A_OPS_GRANT_REPORT_FORMAT")
 	return c
 }
 
@@ -86,11 +94,12 @@ var grantReportHints = fieldHints{
 	"Grant":    "give --grant ID|NUMBER or --all-active (one of them), e.g. ip2a-ops grant-report --grant G-2026-001",
 	"Out":      "--out DIR (--all-active writes several workbooks)",
 	"Statuses": "--status goes with --all-active, e.g. ip2a-ops grant-report --all-active --status active",
+	"Format":   "--format xlsx|pdf|both",
 	"":         "ip2a-ops grant-report --help",
 }
 
 func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
-	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, Statuses: o.statuses, LastMonth: o.lastMonth, Out: o.out}
+	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, Statuses: o.statuses, LastMonth: o.lastMonth, Out: o.out, Format: o.format}
 	if o.lastMonth && (o.from != "" || o.to != "") {
 		return exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
 	}
@@ -121,6 +130,9 @@ func printGrantReport(w io.Writer, r reports.GrantResult) {
 	for _, g := range r.Reports {
 		fmt.Fprintf(w, "%s  %s  %s to %s  %d enrollments  %d expenses  spent %s of %s  %d bytes\n", g.Path, g.GrantNumber,
 			g.From, g.To, g.Enrollments, g.Expenses, dollars(g.SpentCents), dollars(g.BudgetCents), g.Bytes)
+		for _, f := range g.Files[min(1, len(g.Files)):] {
+			fmt.Fprintf(w, "  and %s  %d bytes\n", f.Path, f.Bytes)
+		}
 		for _, n := range g.Notes {
 			fmt.Fprintf(w, "  note: %s\n", n)
 		}

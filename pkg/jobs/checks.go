@@ -154,6 +154,8 @@ type GrantReportArgs struct {
 	// clock, for a monthly schedule; not with From or To.
 	LastMonth bool   `json:"last_month,omitempty"`
 	Out       string `json:"out,omitempty"`
+	// Format is xlsx (the default), pdf or both.
+	Format string `json:"format,omitempty"`
 }
 
 // LastMonth is the previous calendar month of now (UTC), as inclusive dates.
@@ -178,7 +180,7 @@ var GrantReport = &Def[GrantReportArgs, reports.GrantResult]{
 			return nil, err
 		}
 		opts := reports.GrantOptions{Pool: pool, Grant: a.Grant, AllActive: a.AllActive, Statuses: a.Statuses, From: from, To: to, Out: a.Out,
-			Now: env.Now(), ToolVersion: env.Version}
+			Format: reports.Format(a.Format), Now: env.Now(), ToolVersion: env.Version}
 		if err := opts.Validate(); err != nil {
 			return nil, usage(err)
 		}

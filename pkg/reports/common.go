@@ -94,3 +94,32 @@ func labelWords(enum []string, label string) string {
 func periodText(from, to time.Time) string {
 	return from.Format(time.DateOnly) + " to " + to.Format(time.DateOnly)
 }
+
+// intText is n with thousands separators: 12,345.
+func intText(n int64) string {
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	digits := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	if neg {
+		b.WriteByte('-')
+	}
+	for i, r := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// pctText is part/whole as a percentage with two decimals ("48.36%"), or
+// "" when whole is zero.
+func pctText(part, whole int64) string {
+	if whole == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(100*float64(part)/float64(whole), 'f', 2, 64) + "%"
+}

@@ -269,10 +269,10 @@ func (d *grantDoc) fileName() string {
 }
 
 func (d *grantDoc) write(ctx context.Context, ext string, w io.Writer) error {
-	if ext == "xlsx" {
-		return buildWorkbook(ctx, d.tx, d.s, w)
+	if ext == "pdf" {
+		return d.writePDF(ctx, w)
 	}
-	return fmt.Errorf("grant report: no %s writer", ext)
+	return buildWorkbook(ctx, d.tx, d.s, w)
 }
 
 // FileName is the workbook name for a grant and period:

@@ -187,13 +187,25 @@ func outcomeLabel(l string) string {
 
 func (b *wb) notes() error {
 	s := b.s
+	s.truncated = b.Truncated()
+	ns := s.noteList()
+	out := make([]xlsx.Note, len(ns))
+	for i, n := range ns {
+		out[i] = xlsx.Note{Topic: n.topic, Text: n.text}
+	}
+	return b.WriteNotes(SheetNotes, out)
+}
+
+// noteList is what every figure means and the caveats, for the Notes
+// sheet and the PDF's notes.
+func (s *snapshot) noteList() []note {
 	period := s.from.Format(time.DateOnly) + " to " + s.to.Format(time.DateOnly)
 	ns := []note{
 		{"Generated", fmt.Sprintf("By ip2a-ops %s at %s UTC, from one REPEATABLE READ READ ONLY snapshot of the database "+
-			"taken at %s UTC: every figure and row in this workbook comes from that same instant.", s.o.ToolVersion,
+			"taken at %s UTC: every figure and row in this report comes from that same instant.", s.o.ToolVersion,
 			s.o.Now.UTC().Format(time.DateTime), s.snapshotAt.UTC().Format(time.DateTime))},
 		{"Time zone", fmt.Sprintf("Dates (enrollment, completion, outcome, placement, purchase) are calendar dates as "+
-			"stored, without a time zone. Times in this workbook are UTC; the app stores its timestamps in UTC "+
+			"stored, without a time zone. Times in this report are UTC; the app stores its timestamps in UTC "+
 			"(the database session time zone was %s).", s.timeZone)},
 		{"Reporting period", fmt.Sprintf("%s, both days included. 'In period' counts rows whose date falls inside it; "+
 			"'Through period end' counts rows dated on or before its last day; 'To date' counts every live row in the "+
@@ -225,13 +237,8 @@ func (b *wb) notes() error {
 	}
 	ns = append(ns, s.excluded...)
 	ns = append(ns, s.caveats...)
-	s.truncated = b.Truncated()
 	if len(s.truncated) > 0 {
 		ns = append(ns, note{"Truncated cells", xlsx.TruncatedNote(s.truncated)})
 	}
-	out := make([]xlsx.Note, len(ns))
-	for i, n := range ns {
-		out[i] = xlsx.Note{Topic: n.topic, Text: n.text}
-	}
-	return b.WriteNotes(SheetNotes, out)
+	return ns
 }
