@@ -111,8 +111,8 @@ func (d *duesDoc) fileName() string {
 }
 
 func (d *duesDoc) write(ctx context.Context, ext string, w io.Writer) error {
-	if ext == "xlsx" {
-		return d.d.workbook(ctx, d.tx, w)
+	if ext == "pdf" {
+		return d.d.writePDF(w)
 	}
-	return fmt.Errorf("no %s writer", ext)
+	return d.d.workbook(ctx, d.tx, w)
 }

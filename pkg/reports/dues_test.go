@@ -2,6 +2,7 @@ package reports
 
 import (
 	"errors"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -31,7 +32,7 @@ func TestDuesReportMatchesSQL(t *testing.T) {
 				WHERE NOT is_deleted AND deleted_at IS NULL ORDER BY id DESC LIMIT 1`)
 			from, to := day("2026-01-01"), day("2026-12-01")
 			dir := t.TempDir()
-			res, err := DuesReport(t.Context(), DuesOptions{Output: Output{Pool: pool, Out: dir, Now: frozenNow, ToolVersion: "test"}, From: from, To: to})
+			res, err := DuesReport(t.Context(), DuesOptions{Output: Output{Pool: pool, Out: dir, Now: frozenNow, ToolVersion: "test", Format: FormatBoth}, From: from, To: to})
 			require.NoError(t, err)
 			f, err := excelize.OpenFile(res.Files[0].Path)
 			require.NoError(t, err)
@@ -53,10 +54,14 @@ func TestDuesReportMatchesSQL(t *testing.T) {
 			require.Equal(t, written, res.WrittenOffCents)
 			require.Equal(t, int64(1), res.OtherDifferenceCents, "the row paid a cent short")
 			require.Equal(t, rows, res.Payments)
+			text := pdfText(t, res.Files[1].Path)
 			for label, want := range map[string]int64{"Billed": billed, "Paid": paid, "Outstanding": outstanding, "Waived": waived,
 				"Written off": written, "Other difference (paid rows)": 1} {
 				require.Equal(t, want, cents(t, sv[label]), label)
+				require.Regexp(t, `(?m)^\s*`+regexp.QuoteMeta(label)+`\s+`+regexp.QuoteMeta(formatCents(want))+`\s*$`, text, "PDF: %s", label)
 			}
+			// The PDF's total rows (by period, by classification) carry the same sums.
+			require.Regexp(t, `(?m)^\s*Total\s+`+intText(rows)+`\s+`+regexp.QuoteMeta(formatCents(billed))+`\s+`+regexp.QuoteMeta(formatCents(paid)), text)
 			// The period and classification sheets add up to the same cents.
 			for _, sh := range []string{DuesSheetPeriods, DuesSheetClasses} {
 				sum, n := columnCents(t, f, sh, 3)

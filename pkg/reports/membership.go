@@ -108,8 +108,8 @@ func (d *membershipDoc) fileName() string {
 }
 
 func (d *membershipDoc) write(ctx context.Context, ext string, w io.Writer) error {
-	if ext == "xlsx" {
-		return d.m.workbook(ctx, d.tx, w)
+	if ext == "pdf" {
+		return d.m.writePDF(w)
 	}
-	return fmt.Errorf("no %s writer", ext)
+	return d.m.workbook(ctx, d.tx, w)
 }

@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -54,9 +55,16 @@ func TestMembershipReportMatchesSQL(t *testing.T) {
 			mustExec(t, pool, `UPDATE members SET status = 'SUSPENDED', updated_at = '2026-06-06 09:00'
 				WHERE id = (SELECT id FROM members WHERE NOT is_deleted AND deleted_at IS NULL AND status = 'ACTIVE' ORDER BY id DESC LIMIT 1)`)
 			dir := t.TempDir()
-			res, err := MembershipReport(t.Context(), MembershipOptions{Output: Output{Pool: pool, Out: dir, Now: frozenNow, ToolVersion: "test"}, AsOf: asOf, From: from, To: to})
+			res, err := MembershipReport(t.Context(), MembershipOptions{Output: Output{Pool: pool, Out: dir, Now: frozenNow, ToolVersion: "test", Format: FormatBoth},
+				AsOf: asOf, From: from, To: to})
 			require.NoError(t, err)
-			require.Len(t, res.Files, 1)
+			require.Len(t, res.Files, 2)
+			// The PDF, read back, holds the same figures.
+			text := pdfText(t, res.Files[1].Path)
+			pdfLine := func(label string, n int64) {
+				t.Helper()
+				require.Regexp(t, `(?m)^\s*`+regexp.QuoteMeta(label)+`\s+`+intText(n)+`\s*$`, text, label)
+			}
 			f, err := excelize.OpenFile(res.Files[0].Path)
 			require.NoError(t, err)
 			defer f.Close()
@@ -69,9 +77,11 @@ func TestMembershipReportMatchesSQL(t *testing.T) {
 			require.Positive(t, members)
 			require.Equal(t, members, res.Members)
 			require.Equal(t, strconv.FormatInt(members, 10), sv["Members"])
+			pdfLine("Members", members)
 			for _, st := range []string{"ACTIVE", "INACTIVE", "SUSPENDED", "RETIRED", "DECEASED"} {
 				n := scalar[int64](t, pool, `SELECT count(*) `+roll+` AND status::text = $2`, asOf, st)
 				require.Equal(t, strconv.FormatInt(n, 10), sv[words(st)], st)
+				pdfLine(words(st), n)
 			}
 			for _, c := range []string{"JOURNEYMAN", "FOREMAN", "APPRENTICE_1ST_YEAR"} {
 				n := scalar[int64](t, pool, `SELECT count(*) `+roll+` AND classification::text = $2`, asOf, c)
@@ -90,6 +100,9 @@ func TestMembershipReportMatchesSQL(t *testing.T) {
 			audited := scalar[int64](t, pool, `SELECT count(*) FROM audit_logs WHERE table_name = 'members'
 				AND changed_at::date BETWEEN $1 AND $2 AND new_values ? 'status'
 				AND coalesce(old_values->>'status', '-') <> new_values->>'status'`, from, to)
+			pdfLine("New members", newMembers)
+			pdfLine("Removed (soft-deleted)", removed)
+			pdfLine("Status changes (audit_logs)", audited)
 			require.Equal(t, newMembers, res.NewMembers)
 			require.Equal(t, removed, res.Removed)
 			require.Equal(t, audited, res.StatusChanges)
@@ -103,6 +116,8 @@ func TestMembershipReportMatchesSQL(t *testing.T) {
 			require.Equal(t, with, res.WithEmployment)
 			require.Equal(t, members-with, res.WithoutEmployment)
 			require.Equal(t, strconv.FormatInt(with, 10), sv["With current employment"])
+			pdfLine("With current employment", with)
+			pdfLine("Without current employment", members-with)
 			require.Equal(t, int(1+members-with), sheetRows(t, f, MemberSheetUnemployed))
 		})
 	}

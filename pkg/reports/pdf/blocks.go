@@ -77,11 +77,12 @@ func (d *Doc) Table(cols []Col, rows [][]string, total []string) {
 	for _, c := range cols {
 		sum += c.Weight
 	}
+	const pad = 1.2
 	widths := make([]float64, len(cols))
 	for i, c := range cols {
 		widths[i] = d.width * c.Weight / sum
 	}
-	const pad = 1.2
+	d.fitWords(widths, cols, rows, size, pad)
 	cellLines := func(r []string, bold bool) [][]string {
 		out := make([][]string, len(cols))
 		for i := range cols {
@@ -251,5 +252,53 @@ func (d *Doc) Notes(notes [][2]string) {
 			y += lineH
 		}
 		d.f.SetY(y + 1.2)
+	}
+}
+
+// fitWords widens the columns whose longest word (header bold, cells,
+// numbers whole) would be broken, taking the room from columns with room
+// to spare, in proportion to it: a word is broken only when the table
+// cannot hold every column's longest word.
+func (d *Doc) fitWords(widths []float64, cols []Col, rows [][]string, size, pad float64) {
+	need := make([]float64, len(cols))
+	longest := func(i int, s string, bold bool) {
+		words := strings.Fields(s)
+		if cols[i].Numeric {
+			words = []string{s}
+		}
+		for _, w := range words {
+			need[i] = max(need[i], d.widthOf(w, size, bold)+2*pad+0.5)
+		}
+	}
+	for i, c := range cols {
+		longest(i, c.Header, true)
+	}
+	for _, r := range rows {
+		for i := range cols {
+			if i < len(r) {
+				longest(i, r[i], false)
+			}
+		}
+	}
+	for i := range need {
+		need[i] = min(need[i], d.width*0.4)
+	}
+	short, spare := 0.0, 0.0
+	for i := range widths {
+		if need[i] > widths[i] {
+			short += need[i] - widths[i]
+		} else {
+			spare += widths[i] - need[i]
+		}
+	}
+	if short == 0 || spare < short {
+		return
+	}
+	for i := range widths {
+		if need[i] > widths[i] {
+			widths[i] = need[i]
+		} else {
+			widths[i] -= (widths[i] - need[i]) * short / spare
+		}
 	}
 }
