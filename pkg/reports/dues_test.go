@@ -10,6 +10,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
+	"github.com/ip2a/ip2a-ops/internal/readertest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
 
@@ -55,6 +56,7 @@ func TestDuesReportMatchesSQL(t *testing.T) {
 			require.Equal(t, int64(1), res.OtherDifferenceCents, "the row paid a cent short")
 			require.Equal(t, rows, res.Payments)
 			text := pdfText(t, res.Files[1].Path)
+			require.Empty(t, readertest.Overprinted(readertest.Words(t, res.Files[1].Path)), "text printed over text")
 			for label, want := range map[string]int64{"Billed": billed, "Paid": paid, "Outstanding": outstanding, "Waived": waived,
 				"Written off": written, "Other difference (paid rows)": 1} {
 				require.Equal(t, want, cents(t, sv[label]), label)

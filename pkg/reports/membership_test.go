@@ -12,6 +12,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/internal/fixturetest"
 	"github.com/ip2a/ip2a-ops/internal/pgtest"
+	"github.com/ip2a/ip2a-ops/internal/readertest"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 )
 
@@ -61,6 +62,7 @@ func TestMembershipReportMatchesSQL(t *testing.T) {
 			require.Len(t, res.Files, 2)
 			// The PDF, read back, holds the same figures.
 			text := pdfText(t, res.Files[1].Path)
+			require.Empty(t, readertest.Overprinted(readertest.Words(t, res.Files[1].Path)), "text printed over text")
 			pdfLine := func(label string, n int64) {
 				t.Helper()
 				require.Regexp(t, `(?m)^\s*`+regexp.QuoteMeta(label)+`\s+`+intText(n)+`\s*$`, text, label)
