@@ -12,8 +12,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ip2a/ip2a-ops/bench/internal/timev"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
 	"github.com/ip2a/ip2a-ops/pkg/pgcluster"
 )
@@ -67,14 +66,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	bin := *prebuilt
-	if bin == "" {
-		bin = filepath.Join(work, "ip2a-ops")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build ip2a-ops: %w", err)
-		}
+	bin, err := timev.Binary(ctx, *prebuilt, work)
+	if err != nil {
+		return err
 	}
 
 	scratch, err := pgcluster.NewScratch(ctx, *dbURL, "ip2a_bench")
@@ -123,14 +117,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			"--from", "2026-01-01", "--to", "2026-03-31", "--out", goOut}},
 		{"python3 openpyxl write-only", pyOut, []string{*python, script, dsn, strconv.Itoa(grantID), pyOut}},
 	}
-	results := make([]measurement, len(methods))
+	results := make([]timev.Measurement, len(methods))
 	for i, m := range methods {
 		for r := 0; r < *runs; r++ {
-			got, err := timeV(ctx, m.argv)
+			got, err := timev.Run(ctx, m.argv)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			if r == 0 || got.wall < results[i].wall {
+			if r == 0 || got.Wall < results[i].Wall {
 				results[i] = got
 			}
 		}
@@ -138,18 +132,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s wrote no workbook: %w", m.name, err)
 		}
-		results[i].bytes = st.Size()
+		results[i].Bytes = st.Size()
 	}
 	fmt.Fprintf(out, "%-30s %10s %12s %12s %14s\n", "method", "wall s", "peak RSS MB", "file MB", "rows/s")
 	rows := float64(*enrollments + *expenses)
 	for i, m := range methods {
 		r := results[i]
-		fmt.Fprintf(out, "%-30s %10.2f %12.1f %12.1f %14.0f\n", m.name, r.wall.Seconds(), float64(r.rssKB)/1024,
-			float64(r.bytes)/(1<<20), rows/r.wall.Seconds())
+		fmt.Fprintf(out, "%-30s %10.2f %12.1f %12.1f %14.0f\n", m.name, r.Wall.Seconds(), float64(r.RSSKB)/1024,
+			float64(r.Bytes)/(1<<20), rows/r.Wall.Seconds())
 	}
-	speedup := results[1].wall.Seconds() / results[0].wall.Seconds()
+	speedup := results[1].Wall.Seconds() / results[0].Wall.Seconds()
 	fmt.Fprintf(out, "ip2a-ops is %.1fx faster than openpyxl; goals: >= 5x, <= 5 s, <= 200 MB: %s\n", speedup,
-		verdict(speedup >= 5 && results[0].wall <= 5*time.Second && results[0].rssKB <= 200*1024))
+		verdict(speedup >= 5 && results[0].Wall <= 5*time.Second && results[0].RSSKB <= 200*1024))
 	return nil
 }
 
@@ -158,50 +152,6 @@ func verdict(ok bool) string {
 		return "met"
 	}
 	return "NOT met"
-}
-
-type measurement struct {
-	wall  time.Duration
-	rssKB int64
-	bytes int64
-}
-
-// timeV runs argv under /usr/bin/time -v and reads its wall time and peak
-// resident set size.
-func timeV(ctx context.Context, argv []string) (measurement, error) {
-	var m measurement
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-v"}, argv...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = io.Discard
-	if err := cmd.Run(); err != nil {
-		return m, fmt.Errorf("%w: %s", err, stderr.String())
-	}
-	sc := bufio.NewScanner(&stderr)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, "Elapsed (wall clock) time"):
-			v := line[strings.LastIndex(line, " ")+1:]
-			m.wall = parseClock(v)
-		case strings.HasPrefix(line, "Maximum resident set size (kbytes):"):
-			m.rssKB, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, "Maximum resident set size (kbytes):")), 10, 64)
-		}
-	}
-	if m.wall == 0 || m.rssKB == 0 {
-		return m, fmt.Errorf("could not read /usr/bin/time -v output: %s", stderr.String())
-	}
-	return m, nil
-}
-
-// parseClock reads h:mm:ss or m:ss.ss.
-func parseClock(v string) time.Duration {
-	var secs float64
-	for _, p := range strings.Split(v, ":") {
-		f, _ := strconv.ParseFloat(p, 64)
-		secs = secs*60 + f
-	}
-	return time.Duration(secs * float64(time.Second))
 }
 
 // load fills the database: the generator's small sample (so the other

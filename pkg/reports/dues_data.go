@@ -3,6 +3,7 @@ package reports
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -14,7 +15,10 @@ type dues struct {
 	reportBase
 	o        DuesOptions
 	asOf     time.Time // overdue ages are counted to this day
+	ids      []int32   // the selected dues_periods
 	open     []string  // duespaymentstatus labels of unpaid dues
+	waived   []string  // the WAIVED label, as stored (none: the enum lacks it)
+	writeOff []string  // the WRITTEN_OFF label
 	hasStrip bool      // the payment method enum has the Stripe labels
 	periods  []duesFigures
 	classes  []duesFigures
@@ -75,12 +79,10 @@ var overdueBuckets = []struct {
 	lo, hi int
 }{{"1 to 30 days", 1, 30}, {"31 to 60 days", 31, 60}, {"61 to 90 days", 61, 90}, {"More than 90 days", 91, 0}}
 
-// The snapshot's selected periods ($1, $2: first days of the first and
-// last month) and their live payment rows.
-const duesCTE = `per AS (SELECT id, period_year, period_month, grace_period_end FROM dues_periods
-		WHERE make_date(period_year, period_month, 1) BETWEEN $1 AND $2),
-	pay AS (SELECT p.*, per.grace_period_end, per.period_year, per.period_month FROM dues_payments p JOIN per ON per.id = p.period_id
-		WHERE NOT p.is_deleted AND p.deleted_at IS NULL)`
+// livePay is the live payment rows of the selected periods ($1: their ids,
+// from dues_periods): selecting by id lets a short range use the
+// period_id index, and every query reads the rows the same way.
+const livePay = `dues_payments p WHERE p.period_id = ANY($1) AND NOT p.is_deleted AND p.deleted_at IS NULL`
 
 func loadDues(ctx context.Context, tx pgx.Tx, o DuesOptions) (*dues, error) {
 	base, err := readBase(ctx, tx, o.Schema, "dues_periods", "dues_payments", "dues_adjustments", "members")
@@ -93,11 +95,17 @@ func loadDues(ctx context.Context, tx pgx.Tx, o DuesOptions) (*dues, error) {
 			d.open = append(d.open, lbl)
 		}
 	}
+	if lbl, ok := base.info.Label("duespaymentstatus", "WAIVED"); ok {
+		d.waived = []string{lbl}
+	}
+	if lbl, ok := base.info.Label("duespaymentstatus", "WRITTEN_OFF"); ok {
+		d.writeOff = []string{lbl}
+	}
 	_, d.hasStrip = base.info.Label("duespaymentmethod", "stripe_card")
 	for _, step := range []struct {
 		what string
 		fn   func(context.Context, pgx.Tx) error
-	}{{"dues by period", d.loadFigures}, {"payment methods", d.loadMethods}, {"overdue dues", d.loadOverdue},
+	}{{"dues", d.loadFigures}, {"overdue dues", d.loadOverdue},
 		{"adjustments", d.loadAdjustments}} {
 		if err := step.fn(ctx, tx); err != nil {
 			return nil, fmt.Errorf("read %s: %w", step.what, err)
@@ -109,144 +117,194 @@ func loadDues(ctx context.Context, tx pgx.Tx, o DuesOptions) (*dues, error) {
 	return d, nil
 }
 
-// figuresSQL sums the dues of pay rows grouped by key (a text
-// expression; "”" for one total row).
-func (d *dues) figuresSQL(key, join string) string {
-	open := "'" + strings.Join(d.open, "','") + "'"
-	diff := "(pay.amount_due - pay.amount_paid)"
-	cents := func(e string) string { return "coalesce((sum(" + e + ") * 100)::bigint, 0)" }
-	return `WITH ` + duesCTE + ` SELECT ` + key + `, count(*), count(DISTINCT pay.member_id), ` + cents("pay.amount_due") + `, ` +
-		cents("pay.amount_paid") + `, ` + cents(diff+") FILTER (WHERE pay.status::text IN ("+open+")") + `, ` +
-		cents(diff+") FILTER (WHERE pay.status::text = 'WAIVED'") + `, ` + cents(diff+") FILTER (WHERE pay.status::text = 'WRITTEN_OFF'") +
-		` FROM pay ` + join + ` GROUP BY 1 ORDER BY 1`
-}
-
-func (d *dues) queryFigures(ctx context.Context, tx pgx.Tx, q string) ([]duesFigures, error) {
-	rows, err := tx.Query(ctx, q, d.o.From, d.o.To)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (duesFigures, error) {
-		var f duesFigures
-		err := r.Scan(&f.Label, &f.Payments, &f.Members, &f.Billed, &f.Paid, &f.Outstanding, &f.Waived, &f.WrittenOff)
-		f.Other = f.Billed - f.Paid - f.Outstanding - f.Waived - f.WrittenOff
-		return f, err
-	})
-}
-
+// loadFigures selects the periods and sums their payment rows in one
+// hashed pass grouped by period, member classification and payment method,
+// rolled up here into the per-month, per-class, per-method and total
+// figures (cents, exact); members are counted distinct by two more small
+// queries.
 func (d *dues) loadFigures(ctx context.Context, tx pgx.Tx) error {
-	// Every selected period, also one without payment rows.
-	rows, err := tx.Query(ctx, `WITH `+duesCTE+` SELECT to_char(make_date(period_year, period_month, 1), 'YYYY-MM') FROM per ORDER BY 1`,
-		d.o.From, d.o.To)
+	rows, err := tx.Query(ctx, `SELECT id, to_char(make_date(period_year, period_month, 1), 'YYYY-MM') FROM dues_periods
+		WHERE make_date(period_year, period_month, 1) BETWEEN $1 AND $2 ORDER BY 2, id`, d.o.From, d.o.To)
 	if err != nil {
 		return err
 	}
-	months, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
-	got, err := d.queryFigures(ctx, tx, d.figuresSQL("to_char(make_date(pay.period_year, pay.period_month, 1), 'YYYY-MM')", ""))
-	if err != nil {
-		return err
-	}
-	byMonth := map[string]duesFigures{}
-	for _, f := range got {
-		byMonth[f.Label] = f
-	}
-	seen := map[string]bool{}
-	for _, m := range months {
-		if seen[m] {
-			continue // two periods of one month: their rows are summed
+	monthOfPeriod := map[int32]string{}
+	var months []string
+	var (
+		id    int32
+		month string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &month}, func() error {
+		d.ids = append(d.ids, id)
+		monthOfPeriod[id] = month
+		if len(months) == 0 || months[len(months)-1] != month {
+			months = append(months, month) // two periods of one month are summed
 		}
-		seen[m] = true
-		f := byMonth[m]
-		f.Label = m
-		d.periods = append(d.periods, f)
-	}
-	if d.classes, err = d.queryFigures(ctx, tx, d.figuresSQL("coalesce(m.classification::text, '')", "LEFT JOIN members m ON m.id = pay.member_id")); err != nil {
-		return err
-	}
-	total, err := d.queryFigures(ctx, tx, d.figuresSQL("''", ""))
-	if err != nil {
-		return err
-	}
-	if len(total) == 1 {
-		d.total = total[0]
-	}
-	d.total.Label = "Total"
-	return nil
-}
-
-func (d *dues) loadMethods(ctx context.Context, tx pgx.Tx) error {
-	rows, err := tx.Query(ctx, `WITH `+duesCTE+` SELECT coalesce(pay.payment_method::text, ''), count(*) FILTER (WHERE pay.amount_paid <> 0),
-		coalesce((sum(pay.amount_paid) * 100)::bigint, 0) FROM pay GROUP BY 1`, d.o.From, d.o.To)
-	if err != nil {
-		return err
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[methodRow])
-	if err != nil {
-		return err
-	}
-	byMethod := map[string]methodRow{}
-	for _, m := range got {
-		byMethod[m.Method] = m
-	}
-	for _, l := range append(d.info.EnumLabels("duespaymentmethod"), "") {
-		m := byMethod[l]
-		m.Method = l
-		if l != "" || m.Payments > 0 || m.Paid != 0 {
-			d.methods = append(d.methods, m)
-		}
-		delete(byMethod, l)
-	}
-	for _, m := range got { // labels the enum no longer has
-		if _, ok := byMethod[m.Method]; ok {
-			d.methods = append(d.methods, m)
-		}
-	}
-	return nil
-}
-
-func (d *dues) loadOverdue(ctx context.Context, tx pgx.Tx) error {
-	open := "'" + strings.Join(d.open, "','") + "'"
-	rows, err := tx.Query(ctx, `WITH `+duesCTE+`, od AS (SELECT pay.member_id, pay.amount_due - pay.amount_paid AS owed,
-			pay.grace_period_end, ($3::date - pay.grace_period_end) AS days
-			FROM pay WHERE pay.status::text IN (`+open+`) AND pay.amount_due > pay.amount_paid AND pay.grace_period_end < $3::date)
-		SELECT coalesce(m.member_number, '#' || od.member_id), coalesce(m.last_name, ''), coalesce(m.first_name, ''),
-			coalesce(m.classification::text, ''), coalesce(m.status::text, ''), count(*), (sum(od.owed) * 100)::bigint,
-			min(od.grace_period_end), max(od.days)
-		FROM od LEFT JOIN members m ON m.id = od.member_id
-		GROUP BY od.member_id, m.member_number, m.last_name, m.first_name, m.classification, m.status
-		ORDER BY max(od.days) DESC, sum(od.owed) DESC, 1`, d.o.From, d.o.To, d.asOf)
-	if err != nil {
-		return err
-	}
-	if d.overdue, err = pgx.CollectRows(rows, pgx.RowToStructByPos[overdueRow]); err != nil {
-		return err
-	}
-	// Amounts by each row's own age; members by their oldest.
-	rows, err = tx.Query(ctx, `WITH `+duesCTE+` SELECT ($3::date - pay.grace_period_end), (sum(pay.amount_due - pay.amount_paid) * 100)::bigint
-		FROM pay WHERE pay.status::text IN (`+open+`) AND pay.amount_due > pay.amount_paid AND pay.grace_period_end < $3::date GROUP BY 1`,
-		d.o.From, d.o.To, d.asOf)
-	if err != nil {
-		return err
-	}
-	d.buckets = make([]bucketRow, len(overdueBuckets))
-	var days int
-	var cents int64
-	if _, err := pgx.ForEachRow(rows, []any{&days, &cents}, func() error {
-		d.buckets[bucketOf(days)].Cents += cents
 		return nil
 	}); err != nil {
 		return err
 	}
+	if len(d.ids) == 0 {
+		return nil
+	}
+	open := quotedList(d.open)
+	diff := "(p.amount_due - p.amount_paid)"
+	cents := func(e string) string { return "coalesce((sum(" + e + ") * 100)::bigint, 0)" }
+	// Grouped by the raw columns and compared as enum values (the labels
+	// come from pg_enum): casting 1.2M rows to text was most of the query.
+	rows, err = tx.Query(ctx, `SELECT period_id, coalesce(class::text, ''), coalesce(method::text, ''), n, billed, paid, outstanding,
+			waived, written_off, with_paid
+		FROM (SELECT p.period_id, m.classification AS class, p.payment_method AS method, count(*) AS n,
+				`+cents("p.amount_due")+` AS billed, `+cents("p.amount_paid")+` AS paid,
+				`+cents(diff+") FILTER (WHERE p.status IN ("+open+")")+` AS outstanding,
+				`+cents(diff+") FILTER (WHERE p.status IN ("+quotedList(d.waived)+")")+` AS waived,
+				`+cents(diff+") FILTER (WHERE p.status IN ("+quotedList(d.writeOff)+")")+` AS written_off,
+				count(*) FILTER (WHERE p.amount_paid <> 0) AS with_paid
+			FROM dues_payments p LEFT JOIN members m ON m.id = p.member_id
+			WHERE p.period_id = ANY($1) AND NOT p.is_deleted AND p.deleted_at IS NULL
+			GROUP BY 1, 2, 3) g`, d.ids)
+	if err != nil {
+		return err
+	}
+	byMonth, byClass := map[string]*duesFigures{}, map[string]*duesFigures{}
+	byMethod := map[string]*methodRow{}
+	var (
+		class, method string
+		f             duesFigures
+		withPaid      int64
+	)
+	add := func(to *duesFigures) {
+		to.Payments += f.Payments
+		to.Billed += f.Billed
+		to.Paid += f.Paid
+		to.Outstanding += f.Outstanding
+		to.Waived += f.Waived
+		to.WrittenOff += f.WrittenOff
+	}
+	get := func(m map[string]*duesFigures, k string) *duesFigures {
+		if m[k] == nil {
+			m[k] = &duesFigures{Label: k}
+		}
+		return m[k]
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&id, &class, &method, &f.Payments, &f.Billed, &f.Paid, &f.Outstanding, &f.Waived,
+		&f.WrittenOff, &withPaid}, func() error {
+		add(get(byMonth, monthOfPeriod[id]))
+		add(get(byClass, class))
+		add(&d.total)
+		if byMethod[method] == nil {
+			byMethod[method] = &methodRow{Method: method}
+		}
+		byMethod[method].Payments += withPaid
+		byMethod[method].Paid += f.Paid
+		return nil
+	}); err != nil {
+		return err
+	}
+	// Members billed, distinct, per classification (each member has one,
+	// so the total is their sum). Per period it would cost a pass of its
+	// own; there is a payment row per member and period.
+	var n int64
+	rows, err = tx.Query(ctx, `SELECT coalesce(m.classification::text, ''), count(*) FROM (SELECT DISTINCT p.member_id FROM `+livePay+`) x
+		LEFT JOIN members m ON m.id = x.member_id GROUP BY 1`, d.ids)
+	if err != nil {
+		return err
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&class, &n}, func() error {
+		get(byClass, class).Members = n
+		d.total.Members += n
+		return nil
+	}); err != nil {
+		return err
+	}
+	finish := func(f *duesFigures) duesFigures {
+		f.Other = f.Billed - f.Paid - f.Outstanding - f.Waived - f.WrittenOff
+		return *f
+	}
+	d.total.Label = "Total"
+	finish(&d.total)
+	for _, m := range months {
+		d.periods = append(d.periods, finish(get(byMonth, m)))
+	}
+	classes := make([]string, 0, len(byClass))
+	for c := range byClass {
+		classes = append(classes, c)
+	}
+	sort.Strings(classes)
+	for _, c := range classes {
+		d.classes = append(d.classes, finish(byClass[c]))
+	}
+	// Every method the database defines, then rows with none recorded,
+	// then labels the enum no longer has.
+	for _, l := range append(d.info.EnumLabels("duespaymentmethod"), "") {
+		m, ok := byMethod[l]
+		if !ok {
+			m = &methodRow{Method: l}
+		}
+		if l != "" || ok {
+			d.methods = append(d.methods, *m)
+		}
+		delete(byMethod, l)
+	}
+	var extra []string
+	for l := range byMethod {
+		extra = append(extra, l)
+	}
+	sort.Strings(extra)
+	for _, l := range extra {
+		d.methods = append(d.methods, *byMethod[l])
+	}
+	return nil
+}
+
+// loadOverdue reads, in one pass, each member with dues still open past
+// the grace period: the sum owed, the periods, the oldest, and what they
+// owe in each age bucket (rows by their own age).
+func (d *dues) loadOverdue(ctx context.Context, tx pgx.Tx) error {
+	open := quotedList(d.open)
+	var buckets string
+	for _, b := range overdueBuckets {
+		cond := fmt.Sprintf("od.days >= %d", b.lo)
+		if b.hi > 0 {
+			cond += fmt.Sprintf(" AND od.days <= %d", b.hi)
+		}
+		buckets += ", coalesce((sum(od.owed) FILTER (WHERE " + cond + ") * 100)::bigint, 0)"
+	}
+	if len(d.ids) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `WITH od AS (SELECT p.member_id, p.amount_due - p.amount_paid AS owed, d.grace_period_end,
+			($2::date - d.grace_period_end) AS days
+			FROM dues_payments p JOIN dues_periods d ON d.id = p.period_id WHERE p.period_id = ANY($1) AND NOT p.is_deleted
+			AND p.deleted_at IS NULL AND p.status IN (`+open+`) AND p.amount_due > p.amount_paid AND d.grace_period_end < $2::date)
+		SELECT coalesce(m.member_number, '#' || od.member_id), coalesce(m.last_name, ''), coalesce(m.first_name, ''),
+			coalesce(m.classification::text, ''), coalesce(m.status::text, ''), count(*), (sum(od.owed) * 100)::bigint,
+			min(od.grace_period_end), max(od.days)`+buckets+`
+		FROM od LEFT JOIN members m ON m.id = od.member_id
+		GROUP BY od.member_id, m.member_number, m.last_name, m.first_name, m.classification, m.status
+		ORDER BY max(od.days) DESC, sum(od.owed) DESC, 1`, d.ids, d.asOf)
+	if err != nil {
+		return err
+	}
+	d.buckets = make([]bucketRow, len(overdueBuckets))
 	for i, b := range overdueBuckets {
 		d.buckets[i].Label = b.label
 	}
-	for _, r := range d.overdue {
-		d.buckets[bucketOf(r.Days)].Members++
+	var o overdueRow
+	owed := make([]int64, len(overdueBuckets))
+	dst := []any{&o.Number, &o.Last, &o.First, &o.Class, &o.Status, &o.Periods, &o.Cents, &o.OldestGrace, &o.Days}
+	for i := range owed {
+		dst = append(dst, &owed[i])
 	}
-	return nil
+	_, err = pgx.ForEachRow(rows, dst, func() error {
+		d.overdue = append(d.overdue, o)
+		d.buckets[bucketOf(o.Days)].Members++
+		for i, c := range owed {
+			d.buckets[i].Cents += c
+		}
+		return nil
+	})
+	return err
 }
 
 func bucketOf(days int) int {
@@ -261,12 +319,14 @@ func bucketOf(days int) int {
 func (d *dues) loadAdjustments(ctx context.Context, tx pgx.Tx) error {
 	// Adjustments of a selected period's payment, and those tied to no
 	// payment created in the months selected.
-	sel := `WITH ` + duesCTE + `, adj AS (SELECT a.*, to_char(make_date(pay.period_year, pay.period_month, 1), 'YYYY-MM') AS period
-		FROM dues_adjustments a LEFT JOIN pay ON pay.id = a.payment_id
-		WHERE pay.id IS NOT NULL OR (a.payment_id IS NULL AND a.created_at >= $1 AND a.created_at < ($2::date + interval '1 month'))) `
-	rows, err := tx.Query(ctx, sel+`SELECT adj.created_at, coalesce(m.member_number, '#' || adj.member_id), coalesce(m.last_name, ''),
-		coalesce(m.first_name, ''), adj.adjustment_type::text, adj.status::text, adj.reason, (adj.amount * 100)::bigint, adj.approved_at, adj.period
-		FROM adj LEFT JOIN members m ON m.id = adj.member_id ORDER BY adj.created_at, adj.id`, d.o.From, d.o.To)
+	rows, err := tx.Query(ctx, `SELECT a.created_at, coalesce(m.member_number, '#' || a.member_id), coalesce(m.last_name, ''),
+		coalesce(m.first_name, ''), a.adjustment_type::text, a.status::text, a.reason, (a.amount * 100)::bigint, a.approved_at,
+		to_char(make_date(d.period_year, d.period_month, 1), 'YYYY-MM')
+		FROM dues_adjustments a LEFT JOIN dues_payments p ON p.id = a.payment_id AND NOT p.is_deleted AND p.deleted_at IS NULL
+		LEFT JOIN dues_periods d ON d.id = p.period_id AND d.id = ANY($1)
+		LEFT JOIN members m ON m.id = a.member_id
+		WHERE d.id IS NOT NULL OR (a.payment_id IS NULL AND a.created_at >= $2 AND a.created_at < ($3::date + interval '1 month'))
+		ORDER BY a.created_at, a.id`, d.ids, d.o.From, d.o.To)
 	if err != nil {
 		return err
 	}
@@ -324,3 +384,16 @@ func (d *dues) result() DuesResult {
 
 const noStripeNote = "This database's payment methods have no Stripe labels (stripe_card, stripe_ach, stripe_other: the older " +
 	"schema); payments taken through Stripe there are recorded under the methods it has (ONLINE)."
+
+// quotedList is labels as a SQL list of literals. The labels come from
+// pg_enum (dbschema), never from input; a quote is doubled all the same.
+func quotedList(labels []string) string {
+	if len(labels) == 0 {
+		return "NULL"
+	}
+	q := make([]string, len(labels))
+	for i, l := range labels {
+		q[i] = "'" + strings.ReplaceAll(l, "'", "''") + "'"
+	}
+	return strings.Join(q, ", ")
+}

@@ -25,6 +25,9 @@ const (
 
 var duesFigureHeaders = []string{"Payments", "Members", "Billed", "Paid", "Outstanding", "Waived", "Written off", "Other difference"}
 
+// withoutMembers drops the Members column (not counted per period).
+func withoutMembers(row []any) []any { return append(row[:2:2], row[3:]...) }
+
 func (d *dues) workbook(ctx context.Context, _ pgx.Tx, w io.Writer) error {
 	b, err := xlsx.New(d.o.TmpDir, DuesSheetSummary, DuesSheetPeriods, DuesSheetClasses, DuesSheetMethods, DuesSheetOverdue,
 		DuesSheetAdjustments, DuesSheetNotes)
@@ -74,7 +77,15 @@ func (d *dues) figuresSheet(b *xlsx.Book, sheet, key string, fs []duesFigures, e
 		rows[i] = append([]any{label}, d.figureCells(b, f, false)...)
 	}
 	total := append([]any{excelize.Cell{StyleID: b.St.Bold, Value: "Total"}}, d.figureCells(b, d.total, true)...)
-	cols := xlsx.ColumnsOf(append([]string{key}, duesFigureHeaders...), append(rows, total), 10)
+	headers := append([]string{key}, duesFigureHeaders...)
+	if !enum { // by period: payments, no members count
+		headers = append(headers[:2:2], headers[3:]...)
+		for i := range rows {
+			rows[i] = withoutMembers(rows[i])
+		}
+		total = withoutMembers(total)
+	}
+	cols := xlsx.ColumnsOf(headers, append(rows, total), 10)
 	return b.WriteTable(sheet, cols, rows, total)
 }
 

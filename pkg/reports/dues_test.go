@@ -65,8 +65,8 @@ func TestDuesReportMatchesSQL(t *testing.T) {
 			// The PDF's total rows (by period, by classification) carry the same sums.
 			require.Regexp(t, `(?m)^\s*Total\s+`+intText(rows)+`\s+`+regexp.QuoteMeta(formatCents(billed))+`\s+`+regexp.QuoteMeta(formatCents(paid)), text)
 			// The period and classification sheets add up to the same cents.
-			for _, sh := range []string{DuesSheetPeriods, DuesSheetClasses} {
-				sum, n := columnCents(t, f, sh, 3)
+			for sh, col := range map[string]int{DuesSheetPeriods: 2, DuesSheetClasses: 3} {
+				sum, n := columnCents(t, f, sh, col)
 				require.Equal(t, 2*billed, sum, "%s: rows plus the total row", sh)
 				require.Greater(t, n, 2)
 			}

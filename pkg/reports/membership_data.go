@@ -54,7 +54,8 @@ const rollCTE = `roll AS (SELECT m.id, m.member_number, m.first_name, m.last_nam
 	FROM members m WHERE NOT m.is_deleted AND m.deleted_at IS NULL AND coalesce(m.hire_date, m.created_at::date) <= $1)`
 
 // currentCTE is the employments current on $1: started on or before it and
-// not ended before it (end_date NULL or on or after it).
+// not ended before it (end_date NULL or on or after it). Join it: a CTE
+// used twice is materialized, and EXISTS over it scans it per member.
 const currentCTE = `cur AS (SELECT e.member_id, e.organization_id FROM member_employments e
 	WHERE e.start_date <= $1 AND (e.end_date IS NULL OR e.end_date >= $1))`
 
@@ -201,11 +202,10 @@ func (m *membership) loadChanges(ctx context.Context, tx pgx.Tx) error {
 
 func (m *membership) loadEmployment(ctx context.Context, tx pgx.Tx) error {
 	a := m.o.AsOf
-	if err := tx.QueryRow(ctx, `WITH `+rollCTE+`, `+currentCTE+`
-		SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM cur WHERE cur.member_id = roll.id)),
-			count(*) FILTER (WHERE roll.status = 'ACTIVE' AND EXISTS (SELECT 1 FROM cur WHERE cur.member_id = roll.id)),
+	if err := tx.QueryRow(ctx, `WITH `+rollCTE+`, `+currentCTE+`, curm AS (SELECT DISTINCT member_id FROM cur)
+		SELECT count(curm.member_id), count(curm.member_id) FILTER (WHERE roll.status = 'ACTIVE'),
 			count(*) FILTER (WHERE roll.status = 'ACTIVE')
-		FROM roll`, a).Scan(&m.with, &m.activeWith, &m.activeAll); err != nil {
+		FROM roll LEFT JOIN curm ON curm.member_id = roll.id`, a).Scan(&m.with, &m.activeWith, &m.activeAll); err != nil {
 		return err
 	}
 	m.without = m.members - m.with

@@ -157,7 +157,8 @@ func (m *membership) employersSheet(b *xlsx.Book) error {
 // employment, with their last employer.
 func (m *membership) unemployedSheet(ctx context.Context, tx pgx.Tx, b *xlsx.Book) error {
 	a := m.o.AsOf
-	with := `WITH ` + rollCTE + `, ` + currentCTE + `, gone AS (SELECT * FROM roll WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.member_id = roll.id)) `
+	with := `WITH ` + rollCTE + `, ` + currentCTE + `, gone AS (SELECT roll.* FROM roll LEFT JOIN (SELECT DISTINCT member_id FROM cur) c ON c.member_id = roll.id
+		WHERE c.member_id IS NULL) `
 	var n int
 	var lens [3]int
 	if err := tx.QueryRow(ctx, with+`SELECT count(*), coalesce(max(length(member_number)), 0), coalesce(max(length(last_name)), 0),

@@ -9,6 +9,18 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/reports/xlsx"
 )
 
+// pdfListLimit is the most rows a PDF prints of a list that can run to
+// thousands (changes, overdue members); the workbook has them all.
+const pdfListLimit = 250
+
+// limited cuts rows to pdfListLimit and says what was left out.
+func limited(rows [][]string, what string) ([][]string, string) {
+	if len(rows) <= pdfListLimit {
+		return rows, ""
+	}
+	return rows[:pdfListLimit], fmt.Sprintf("The first %d of %s %s; the workbook lists them all.", pdfListLimit, intText(int64(len(rows))), what)
+}
+
 // notePairs turns Notes sheet rows into the PDF's notes.
 func notePairs(ns []xlsx.Note) [][2]string {
 	out := make([][2]string, len(ns))
@@ -102,7 +114,11 @@ func (m *membership) writePDF(w io.Writer) error {
 		}
 		rows = append(rows, []string{c.Date.Format(time.DateOnly), who, deref(c.Last) + ", " + deref(c.First), c.Change, c.From, c.To, c.Source})
 	}
+	rows, more := limited(rows, "changes")
 	doc.Heading("Changes in detail", 20)
+	if more != "" {
+		doc.Paragraphs([]string{more})
+	}
 	doc.Table([]pdf.Col{{Header: "Date", Weight: 1.3}, {Header: "Member", Weight: 1.2}, {Header: "Name", Weight: 2}, {Header: "Change", Weight: 2.2},
 		{Header: "From", Weight: 1.1}, {Header: "To", Weight: 1.1}, {Header: "Source", Weight: 2.4}}, rows, nil)
 
@@ -183,7 +199,11 @@ func (d *dues) writePDF(w io.Writer) error {
 			formatCents(o.Cents), o.OldestGrace.Format(time.DateOnly), intText(int64(o.Days))})
 	}
 	if len(rows) > 0 {
+		rows, more := limited(rows, "overdue members, oldest first")
 		doc.Heading("Overdue members", 20)
+		if more != "" {
+			doc.Paragraphs([]string{more})
+		}
 		doc.Table([]pdf.Col{{Header: "Member", Weight: 1.2}, {Header: "Name", Weight: 2.2}, {Header: "Classification", Weight: 1.8},
 			{Header: "Status", Weight: 1.1}, {Header: "Periods", Weight: 0.9, Numeric: true}, {Header: "Amount", Weight: 1.2, Numeric: true},
 			{Header: "Oldest grace end", Weight: 1.4, Numeric: true}, {Header: "Days", Weight: 0.8, Numeric: true}}, rows, nil)

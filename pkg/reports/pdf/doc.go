@@ -53,6 +53,14 @@ type Doc struct {
 	meta   Meta
 	width  float64 // usable width
 	bottom float64 // y past which a page is full
+	// runeW caches each character's width at 1 point: measuring text was
+	// most of the time of a long table, through fpdf's SetFont.
+	runeW map[runeKey]float64
+}
+
+type runeKey struct {
+	r    rune
+	bold bool
 }
 
 // New starts a document of Letter pages.
@@ -76,7 +84,7 @@ func New(meta Meta) *Doc {
 	}
 	f.SetCatalogSort(true)
 	f.AliasNbPages("{nb}")
-	d := &Doc{f: f, meta: meta}
+	d := &Doc{f: f, meta: meta, runeW: map[runeKey]float64{}}
 	w, h := f.GetPageSize()
 	d.width, d.bottom = w-2*margin, h-margin-6
 	f.SetFooterFunc(func() {
@@ -153,14 +161,25 @@ func (d *Doc) setFamily(fam string, size float64, bold bool) {
 	d.f.SetFont(fam, style, size)
 }
 
-// widthOf is the printed width of s in millimetres.
+// widthOf is the printed width of s in millimetres: the sum of its
+// characters' widths, as fpdf measures them (it does not kern).
 func (d *Doc) widthOf(s string, size float64, bold bool) float64 {
 	w := 0.0
-	for _, r := range runs(s) {
-		d.setFamily(r.family, size, bold)
-		w += d.f.GetStringWidth(r.text)
+	for _, r := range s {
+		k := runeKey{r, bold}
+		cw, ok := d.runeW[k]
+		if !ok {
+			fam := latin
+			if isCJK(r) {
+				fam = cjk
+			}
+			d.setFamily(fam, 1, bold)
+			cw = d.f.GetStringWidth(string(r))
+			d.runeW[k] = cw
+		}
+		w += cw
 	}
-	return w
+	return w * size
 }
 
 // text draws s with its baseline at (x, y).
@@ -178,22 +197,28 @@ func (d *Doc) wrap(s string, width, size float64, bold bool) []string {
 	var out []string
 	s = strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\r", "\n")
 	s = strings.ReplaceAll(s, "\t", "    ")
+	space := d.widthOf(" ", size, bold)
 	for _, para := range strings.Split(s, "\n") {
-		line := ""
+		if d.widthOf(para, size, bold) <= width {
+			out = append(out, para)
+			continue
+		}
+		line, lineW := "", 0.0
 		for _, word := range strings.Split(para, " ") {
-			try := word
-			if line != "" {
-				try = line + " " + word
+			ww := d.widthOf(word, size, bold)
+			if line != "" && lineW+space+ww <= width {
+				line, lineW = line+" "+word, lineW+space+ww
+				continue
 			}
-			if d.widthOf(try, size, bold) <= width {
-				line = try
+			if line == "" && ww <= width {
+				line, lineW = word, ww
 				continue
 			}
 			if line != "" {
 				out = append(out, line)
 			}
-			line = word
-			for d.widthOf(line, size, bold) > width && len([]rune(line)) > 1 {
+			line, lineW = word, ww
+			for lineW > width && len([]rune(line)) > 1 {
 				rs := []rune(line)
 				n := len(rs) - 1
 				for n > 1 && d.widthOf(string(rs[:n]), size, bold) > width {
@@ -201,6 +226,7 @@ func (d *Doc) wrap(s string, width, size float64, bold bool) []string {
 				}
 				out = append(out, string(rs[:n]))
 				line = string(rs[n:])
+				lineW = d.widthOf(line, size, bold)
 			}
 		}
 		out = append(out, line)
