@@ -18,6 +18,7 @@ type duesReportOptions struct {
 	lastMonth bool
 	out       string
 	format    string
+	delivery  deliveryOptions
 }
 
 func newDuesReportCmd(d *deps) *cobra.Command {
@@ -40,14 +41,17 @@ in --out (a directory, default the current one), or --out itself when it
 ends in .xlsx or .pdf. It is written to a temporary name and renamed when
 whole.
 
+` + reportDeliveryHelp + `
+
 Exit codes: 0 written, 1 failed (no dues period in those months: a
 scheduled report that writes nothing must be seen; the output cannot be
-written, no partial file is left), 2 usage error (a malformed month, --from
-after --to, --period with --from/--to), 4 another dues-report is running,
-130 interrupted.`,
+written, no partial file is left; a delivery failed), 2 usage error (a
+malformed month, --from after --to, --period with --from/--to, --email
+without SMTP settings), 4 another dues-report is running, 130 interrupted.`,
 		Example: `  ip2a-ops dues-report --period 2026-09 --out reports/
   ip2a-ops dues-report --from 2026-01 --to 2026-06 --out h1.xlsx
-  ip2a-ops dues-report --last-month --out /var/lib/ip2a/reports --json`,
+  ip2a-ops dues-report --last-month --out /var/lib/ip2a/reports --json
+  ip2a-ops dues-report --last-month --format both --out s3://ip2a-reports/dues --email treasurer@ibew46.example`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runDuesReport(c.Context(), d, c, o) },
 	}
@@ -60,6 +64,7 @@ after --to, --period with --from/--to), 4 another dues-report is running,
 	envFlag(f, "out", "IP2A_OPS_DUES_REPORT_OUT")
 	f.StringVar(&o.format, "format", "xlsx", "xlsx, pdf or both")
 	envFlag(f, "format", "IP2A_OPS_DUES_REPORT_FORMAT")
+	addDeliveryFlags(f, &o.delivery, "IP2A_OPS_DUES_REPORT")
 	return c
 }
 
@@ -112,13 +117,23 @@ func runDuesReport(ctx context.Context, d *deps, c *cobra.Command, o duesReportO
 	if err != nil {
 		return err
 	}
-	out, err := reportOutput(ctx, d, o.out, o.format)
+	const job = "dues-report"
+	out, err := reportOutput(ctx, d, job, o.out, o.format, o.delivery)
 	if err != nil {
 		return err
 	}
 	opts := reports.DuesOptions{Output: out, From: from, To: to}
-	return executeReport(ctx, d, c, "dues-report", opts.Validate, func(ctx context.Context) (reports.DuesResult, error) {
-		return reports.DuesReport(ctx, opts)
+	return executeReport(ctx, d, c, job, opts.Validate, func(ctx context.Context) (reports.DuesResult, error) {
+		res, err := reports.DuesReport(ctx, opts)
+		if err != nil {
+			return res, err
+		}
+		del, err := emailReport(ctx, d, job, o.delivery, out.Store, res.Files, "Dues report "+res.From+" to "+res.To,
+			reportBody(res, printDuesReport))
+		if del != nil {
+			res.Deliveries = append(res.Deliveries, *del)
+		}
+		return res, err
 	}, printDuesReport)
 }
 
@@ -135,4 +150,5 @@ func printDuesReport(w io.Writer, r reports.DuesResult) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	printDeliveries(w, r.Deliveries)
 }

@@ -21,6 +21,7 @@ type grantReportOptions struct {
 	lastMonth bool
 	out       string
 	format    string
+	delivery  deliveryOptions
 }
 
 func newGrantReportCmd(d *deps) *cobra.Command {
@@ -54,6 +55,8 @@ outcomes, targets, budget, spend and remaining, spend by category and by
 month as charts, out-of-policy expenses, notes; .pdf), --format both writes
 the two.
 
+` + reportDeliveryHelp + `
+
 --status narrows --all-active to grants with one of the given statuses
 (pending, active, completed, closed, suspended; newer schema only). Every
 grant --all-active leaves out is listed with the reason, and a run that
@@ -64,14 +67,16 @@ On the older schema without grant_enrollments, enrollment figures come from
 the students the grant's expenses were charged to, and the Notes say so.
 
 Exit codes: 0 written, 1 failed (the output cannot be written, no partial
-file is left; or --all-active selected no grant), 2 usage error (unknown
-grant, with the closest grant numbers; --from after --to; a malformed date;
-an unknown --status), 4 another grant-report is running, 130 interrupted.`,
+file is left; --all-active selected no grant; a delivery failed), 2 usage
+error (unknown grant, with the closest grant numbers; --from after --to; a
+malformed date; an unknown --status or --format; --email without SMTP
+settings), 4 another grant-report is running, 130 interrupted.`,
 		Example: `  ip2a-ops grant-report --grant G-2026-001 --from 2026-07-01 --to 2026-09-30 --out reports/
   ip2a-ops grant-report --grant 3 --out q3.xlsx
   ip2a-ops grant-report --grant G-2026-001 --last-month --format both --out reports/
   ip2a-ops grant-report --all-active --last-month --out /var/lib/ip2a/reports
-  ip2a-ops grant-report --all-active --status active,pending --out reports/`,
+  ip2a-ops grant-report --all-active --status active,pending --out reports/
+  ip2a-ops grant-report --all-active --last-month --format both --out s3://ip2a-reports/grants --email grants@ibew46.example`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runGrantReport(c.Context(), d, o) },
 	}
@@ -86,6 +91,7 @@ an unknown --status), 4 another grant-report is running, 130 interrupted.`,
 	envFlag(f, "out", "IP2A_OPS_GRANT_REPORT_OUT")
 	f.StringVar(&o.format, "format", "xlsx", "xlsx, pdf (a summary for a funder on paper) or both")
 	envFlag(f, "format", "IP2A_OPS_GRANT_REPORT_FORMAT")
+	addDeliveryFlags(f, &o.delivery, "IP2A_OPS_GRANT_REPORT")
 	return c
 }
 
@@ -140,6 +146,7 @@ func printGrantReport(w io.Writer, r reports.GrantResult) {
 	for _, g := range r.LeftOut {
 		fmt.Fprintf(w, "left out: %s  %s: %s\n", g.GrantNumber, g.GrantName, g.Reason)
 	}
+	printDeliveries(w, r.Deliveries)
 }
 
 // dollars renders cents as 1234.56 without going through a float.

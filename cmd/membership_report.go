@@ -20,6 +20,7 @@ type membershipReportOptions struct {
 	lastMonth bool
 	out       string
 	format    string
+	delivery  deliveryOptions
 }
 
 func newMembershipReportCmd(d *deps) *cobra.Command {
@@ -44,12 +45,16 @@ The file is membership_report_<as-of>.xlsx (and/or .pdf, --format) in --out
 (a directory, default the current one), or --out itself when it ends in
 .xlsx or .pdf. It is written to a temporary name and renamed when whole.
 
+` + reportDeliveryHelp + `
+
 Exit codes: 0 written, 1 failed (the output cannot be written, no partial
-file is left), 2 usage error (a malformed date, --from after --to, --format
-unknown), 4 another membership-report is running, 130 interrupted.`,
+file is left; a delivery failed), 2 usage error (a malformed date, --from
+after --to, --format unknown, --email without SMTP settings), 4 another
+membership-report is running, 130 interrupted.`,
 		Example: `  ip2a-ops membership-report --out reports/
   ip2a-ops membership-report --as-of 2026-06-30 --from 2026-01-01 --to 2026-06-30 --out h1.xlsx
-  ip2a-ops membership-report --last-month --out /var/lib/ip2a/reports --json`,
+  ip2a-ops membership-report --last-month --out /var/lib/ip2a/reports --json
+  ip2a-ops membership-report --last-month --format both --out s3://ip2a-reports/membership --email officers@ibew46.example`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runMembershipReport(c.Context(), d, c, o) },
 	}
@@ -62,6 +67,7 @@ unknown), 4 another membership-report is running, 130 interrupted.`,
 	envFlag(f, "out", "IP2A_OPS_MEMBERSHIP_REPORT_OUT")
 	f.StringVar(&o.format, "format", "xlsx", "xlsx, pdf or both")
 	envFlag(f, "format", "IP2A_OPS_MEMBERSHIP_REPORT_FORMAT")
+	addDeliveryFlags(f, &o.delivery, "IP2A_OPS_MEMBERSHIP_REPORT")
 	return c
 }
 
@@ -77,17 +83,26 @@ func parseDay(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
-// reportOutput is the Output every report command fills the same way.
-func reportOutput(ctx context.Context, d *deps, out, format string) (reports.Output, error) {
+// reportOutput is the Output every report command fills the same way:
+// --format, --out (a path, or storage), the database and the clock; it
+// also checks the delivery flags, before any report is read.
+func reportOutput(ctx context.Context, d *deps, job, out, format string, del deliveryOptions) (reports.Output, error) {
 	f := reports.Format(format)
 	if err := f.Validate(); err != nil {
 		return reports.Output{}, exitcode.Usagef("--format xlsx|pdf|both", "--%v", err)
+	}
+	if err := checkDelivery(d, job, del); err != nil {
+		return reports.Output{}, err
+	}
+	dir, store, err := reportDestination(ctx, d, out)
+	if err != nil {
+		return reports.Output{}, err
 	}
 	pool, err := d.opsDB(ctx)
 	if err != nil {
 		return reports.Output{}, err
 	}
-	return reports.Output{Pool: pool, Out: out, Format: f, Now: d.now(), ToolVersion: versionString()}, nil
+	return reports.Output{Pool: pool, Out: dir, Store: store, Format: f, Now: d.now(), ToolVersion: versionString()}, nil
 }
 
 func runMembershipReport(ctx context.Context, d *deps, c *cobra.Command, o membershipReportOptions) error {
@@ -99,13 +114,23 @@ func runMembershipReport(ctx context.Context, d *deps, c *cobra.Command, o membe
 	if err != nil {
 		return err
 	}
-	out, err := reportOutput(ctx, d, o.out, o.format)
+	const job = "membership-report"
+	out, err := reportOutput(ctx, d, job, o.out, o.format, o.delivery)
 	if err != nil {
 		return err
 	}
 	opts := reports.MembershipOptions{Output: out, AsOf: asOf, From: from, To: to}
-	return executeReport(ctx, d, c, "membership-report", opts.Validate, func(ctx context.Context) (reports.MembershipResult, error) {
-		return reports.MembershipReport(ctx, opts)
+	return executeReport(ctx, d, c, job, opts.Validate, func(ctx context.Context) (reports.MembershipResult, error) {
+		res, err := reports.MembershipReport(ctx, opts)
+		if err != nil {
+			return res, err
+		}
+		del, err := emailReport(ctx, d, job, o.delivery, out.Store, res.Files, "Membership report as of "+res.AsOf,
+			reportBody(res, printMembershipReport))
+		if del != nil {
+			res.Deliveries = append(res.Deliveries, *del)
+		}
+		return res, err
 	}, printMembershipReport)
 }
 
@@ -140,4 +165,5 @@ func printMembershipReport(w io.Writer, r reports.MembershipResult) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	printDeliveries(w, r.Deliveries)
 }

@@ -64,6 +64,8 @@ type DuesResult struct {
 	ApprovedAdjustments      int64    `json:"approved_adjustments"`
 	ApprovedAdjustmentsCents int64    `json:"approved_adjustments_cents"`
 	Notes                    []string `json:"notes,omitempty"`
+	// Deliveries are where the files went besides being written.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
 }
 
 // DuesReport writes the dues report of the periods from From's month to
@@ -91,6 +93,7 @@ func DuesReport(ctx context.Context, opts DuesOptions) (DuesResult, error) {
 	}
 	res = d.result()
 	res.Files = files
+	res.Deliveries = storageDelivery(o.Store, files)
 	return res, nil
 }
 

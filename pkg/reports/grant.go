@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 // Defaults for GrantOptions' text fields.
@@ -86,6 +87,9 @@ type GrantOptions struct {
 	Out string
 	// Format is which files to write (default FormatXLSX).
 	Format Format
+	// Store, when set, receives the files instead of Out (keyed by file
+	// name), written first to a temporary directory under TmpDir.
+	Store storage.Store
 	// Now is the clock for "generated at" and the default To; zero means
 	// time.Now(). Tests freeze it.
 	Now time.Time
@@ -115,7 +119,7 @@ func (o GrantOptions) Validate() error {
 	if len(o.Statuses) > 0 && !o.AllActive {
 		return exitcode.Fieldf("Statuses", "only with AllActive")
 	}
-	if o.AllActive && isFileName(o.Out) {
+	if o.AllActive && isFileName(o.Out) && o.Store == nil {
 		return exitcode.Fieldf("Out", "%q is a file name, but AllActive writes several reports; give a directory", o.Out)
 	}
 	if err := o.Format.Validate(); err != nil {
@@ -129,6 +133,8 @@ func (o GrantOptions) Validate() error {
 type GrantResult struct {
 	Reports []GrantReportFile `json:"reports"`
 	LeftOut []LeftOutGrant    `json:"left_out,omitempty"`
+	// Deliveries are where the files went besides being written.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
 }
 
 // GrantReportFile describes one workbook. Money is in cents.
@@ -188,8 +194,10 @@ func GrantReport(ctx context.Context, opts GrantOptions) (GrantResult, error) {
 		return res, fmt.Errorf("grant report: %w", err)
 	}
 	o := opts.withDefaults()
-	if err := checkOutDir(o.Out); err != nil {
-		return res, fmt.Errorf("grant report: %w", err)
+	if o.Store == nil {
+		if err := checkOutDir(o.Out); err != nil {
+			return res, fmt.Errorf("grant report: %w", err)
+		}
 	}
 	var ids []int32
 	if o.AllActive {
@@ -213,6 +221,13 @@ func GrantReport(ctx context.Context, opts GrantOptions) (GrantResult, error) {
 			return res, fmt.Errorf("grant report %d: %w", id, err)
 		}
 		res.Reports = append(res.Reports, rep)
+	}
+	if o.Store != nil {
+		var all []File
+		for _, r := range res.Reports {
+			all = append(all, r.Files...)
+		}
+		res.Deliveries = storageDelivery(o.Store, all)
 	}
 	return res, nil
 }
@@ -245,7 +260,7 @@ func writeGrant(ctx context.Context, o GrantOptions, id int32) (GrantReportFile,
 		if err != nil {
 			return err
 		}
-		files, err := writeDocument(ctx, o.Out, o.Format, &grantDoc{tx: tx, s: s})
+		files, err := writeDocument(ctx, destination{Out: o.Out, Store: o.Store, TmpDir: o.TmpDir}, o.Format, &grantDoc{tx: tx, s: s})
 		if err != nil {
 			return err
 		}

@@ -51,6 +51,8 @@ type MembershipResult struct {
 	WithEmployment    int64    `json:"with_employment"`
 	WithoutEmployment int64    `json:"without_employment"`
 	Notes             []string `json:"notes,omitempty"`
+	// Deliveries are where the files went besides being written.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
 }
 
 // MembershipReport writes the membership report from one snapshot:
@@ -94,6 +96,7 @@ func MembershipReport(ctx context.Context, opts MembershipOptions) (MembershipRe
 	}
 	res = m.result()
 	res.Files = files
+	res.Deliveries = storageDelivery(o.Store, files)
 	return res, nil
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
 // Format says which files a report writes: an Excel workbook, a PDF, or
@@ -48,9 +50,13 @@ func (f Format) exts() []string {
 
 // File is one file a report wrote.
 type File struct {
+	// Path is the file's path, or the object's location (store/key) when
+	// it was uploaded to storage.
 	Path   string `json:"path"`
 	Format string `json:"format"`
 	Bytes  int64  `json:"bytes"`
+	// Key is the object key in storage (empty: a local file).
+	Key string `json:"key,omitempty"`
 }
 
 // document is one report read from its snapshot, ready to be written in
@@ -69,14 +75,33 @@ func isFileName(out string) bool {
 	return ext == ".xlsx" || ext == ".pdf"
 }
 
-// writeDocument writes doc in each format of f: into the directory out as
-// fileName().ext, or, when out names a file, as that file with each
-// format's extension. Each file is written atomically (writeFileAtomic).
-func writeDocument(ctx context.Context, out string, f Format, doc document) ([]File, error) {
+// destination is where a report's files go: a local directory or file
+// name (Out), or a store, through a temporary directory under TmpDir.
+type destination struct {
+	Out    string
+	Store  storage.Store
+	TmpDir string
+}
+
+// writeDocument writes doc in each format of f: into the directory Out as
+// fileName().ext, or, when Out names a file, as that file with each
+// format's extension; each file atomically (writeFileAtomic). With a
+// Store, the files are written to a temporary directory, uploaded (keyed
+// by file name) and removed.
+func writeDocument(ctx context.Context, dest destination, f Format, doc document) ([]File, error) {
+	out := dest.Out
+	if dest.Store != nil {
+		tmp, err := os.MkdirTemp(dest.TmpDir, "ip2a-report-")
+		if err != nil {
+			return nil, fmt.Errorf("temporary directory: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		out = tmp
+	}
 	var files []File
 	for _, ext := range f.exts() {
 		path := filepath.Join(out, doc.fileName()+"."+ext)
-		if isFileName(out) {
+		if dest.Store == nil && isFileName(out) {
 			path = strings.TrimSuffix(out, filepath.Ext(out)) + "." + ext
 		}
 		n, err := writeFileAtomic(path, func(w *os.File) error { return doc.write(ctx, ext, w) })
@@ -85,7 +110,22 @@ func writeDocument(ctx context.Context, out string, f Format, doc document) ([]F
 		}
 		files = append(files, File{Path: path, Format: ext, Bytes: n})
 	}
+	if dest.Store != nil {
+		return upload(ctx, dest.Store, files)
+	}
 	return files, nil
+}
+
+// storageDelivery is the Delivery of files uploaded to store (nil: none).
+func storageDelivery(store storage.Store, files []File) []Delivery {
+	if store == nil {
+		return nil
+	}
+	d := Delivery{Channel: "storage", Target: store.String()}
+	for _, f := range files {
+		d.Files = append(d.Files, f.Key)
+	}
+	return []Delivery{d}
 }
 
 // Output is what the membership and dues reports' options share: the
@@ -95,8 +135,11 @@ type Output struct {
 	Pool *pgxpool.Pool
 	// Out is a directory (receiving the report under its own name) or a
 	// file name ending in .xlsx or .pdf (each format gets its own
-	// extension). Empty means ".".
+	// extension). Empty means ".". Ignored when Store is set.
 	Out string
+	// Store, when set, receives the files instead (keyed by file name),
+	// written first to a temporary directory under TmpDir.
+	Store storage.Store
 	// Format is which files to write (default FormatXLSX).
 	Format Format
 	// Now is the clock; zero means time.Now().
@@ -142,8 +185,10 @@ func defaultString(v, def string) string {
 // produce checks the output directory, reads a report with load in one
 // snapshot and writes it in o's formats.
 func produce(ctx context.Context, o Output, load func(tx pgx.Tx) (document, error)) ([]File, error) {
-	if err := checkOutDir(o.Out); err != nil {
-		return nil, err
+	if o.Store == nil {
+		if err := checkOutDir(o.Out); err != nil {
+			return nil, err
+		}
 	}
 	var files []File
 	err := inSnapshot(ctx, o.Pool, o.Schema, func(tx pgx.Tx) error {
@@ -151,7 +196,7 @@ func produce(ctx context.Context, o Output, load func(tx pgx.Tx) (document, erro
 		if err != nil {
 			return err
 		}
-		files, err = writeDocument(ctx, o.Out, o.Format, doc)
+		files, err = writeDocument(ctx, destination{Out: o.Out, Store: o.Store, TmpDir: o.TmpDir}, o.Format, doc)
 		return err
 	})
 	return files, err
