@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/reports"
 )
 
@@ -24,8 +25,9 @@ type duesReportOptions struct {
 func newDuesReportCmd(d *deps) *cobra.Command {
 	var o duesReportOptions
 	c := &cobra.Command{
-		Use:   "dues-report",
-		Short: "Write the dues report: billed, paid, outstanding, overdue, adjustments",
+		Use:         "dues-report",
+		Annotations: jobAnnotations,
+		Short:       "Write the dues report: billed, paid, outstanding, overdue, adjustments",
 		Long: `Write the dues report of one dues period (--period YYYY-MM) or of the periods
 of a range of months (--from YYYY-MM --to YYYY-MM; --last-month for a monthly
 schedule), from one read-only snapshot of the database: Summary, By period,
@@ -53,7 +55,7 @@ without SMTP settings), 4 another dues-report is running, 130 interrupted.`,
   ip2a-ops dues-report --last-month --out /var/lib/ip2a/reports --json
   ip2a-ops dues-report --last-month --format both --out s3://ip2a-reports/dues --email treasurer@ibew46.example`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runDuesReport(c.Context(), d, c, o) },
+		RunE: func(c *cobra.Command, args []string) error { return runDuesReport(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.StringVar(&o.period, "period", "", "one dues period, YYYY-MM")
@@ -68,9 +70,8 @@ without SMTP settings), 4 another dues-report is running, 130 interrupted.`,
 	return c
 }
 
-// duesMonths turns --period, --from/--to or --last-month into the first
-// and last month.
-func duesMonths(o duesReportOptions, now time.Time) (from, to time.Time, err error) {
+// duesMonths turns --period or --from/--to into the first and last month.
+func duesMonths(o duesReportOptions) (from, to time.Time, err error) {
 	month := func(flag, v string) (time.Time, error) {
 		t, err := time.Parse("2006-01", v)
 		if err != nil {
@@ -88,9 +89,6 @@ func duesMonths(o duesReportOptions, now time.Time) (from, to time.Time, err err
 	switch {
 	case given != 1:
 		return from, to, exitcode.Usagef(hint, "give one of --period, --from/--to, --last-month")
-	case o.lastMonth:
-		first := time.Date(now.UTC().Year(), now.UTC().Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -1, 0)
-		return first, first, nil
 	case o.period != "":
 		from, err = month("--period", o.period)
 		return from, from, err
@@ -112,29 +110,26 @@ func duesMonths(o duesReportOptions, now time.Time) (from, to time.Time, err err
 	return from, to, nil
 }
 
-func runDuesReport(ctx context.Context, d *deps, c *cobra.Command, o duesReportOptions) error {
-	from, to, err := duesMonths(o, d.now())
-	if err != nil {
-		return err
-	}
-	const job = "dues-report"
-	out, err := reportOutput(ctx, d, job, o.out, o.format, o.delivery)
-	if err != nil {
-		return err
-	}
-	opts := reports.DuesOptions{Output: out, From: from, To: to}
-	return executeReport(ctx, d, c, job, opts.Validate, func(ctx context.Context) (reports.DuesResult, error) {
-		res, err := reports.DuesReport(ctx, opts)
-		if err != nil {
-			return res, err
+// duesReportHints map dues-report's fields to its flags.
+var duesReportHints = withDelivery(fieldHints{
+	"From": "--from must be on or before --to",
+	"":     "ip2a-ops dues-report --help",
+})
+
+func runDuesReport(ctx context.Context, d *deps, o duesReportOptions) error {
+	a := jobs.DuesReportArgs{ReportDelivery: o.delivery.delivery(o.out, o.format)}
+	if o.lastMonth {
+		if o.period != "" || o.from != "" || o.to != "" {
+			return exitcode.Usagef("ip2a-ops dues-report --last-month", "give one of --period, --from/--to, --last-month")
 		}
-		del, err := emailReport(ctx, d, job, o.delivery, out.Store, res.Files, "Dues report "+res.From+" to "+res.To,
-			reportBody(res, printDuesReport))
-		if del != nil {
-			res.Deliveries = append(res.Deliveries, *del)
+		a.LastMonth = true
+	} else {
+		var err error
+		if a.From, a.To, err = duesMonths(o); err != nil {
+			return err
 		}
-		return res, err
-	}, printDuesReport)
+	}
+	return runJob(ctx, d, jobs.DuesReport, a, printDuesReport, duesReportHints)
 }
 
 func printDuesReport(w io.Writer, r reports.DuesResult) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 )
@@ -109,7 +110,8 @@ func (d *deps) invoke(ctx context.Context, inv *invocation) error {
 // jobEnv is what jobs get from the command line's dependencies.
 func (d *deps) jobEnv() jobs.Env {
 	return jobs.Env{DB: d.opsDB, DatabaseURL: d.dbURL, DirectURL: d.directURL, Storage: d.storage, Ledger: d.ledger, Runner: d.runner,
-		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN")}
+		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN"),
+		SMTP: func(job string) notify.SMTP { return notify.ConfigFromEnv(d.getenv, job).SMTP }}
 }
 
 // runner is the runner over the ledger, with the run settings of the

@@ -96,16 +96,16 @@ settings), 4 another grant-report is running, 130 interrupted.`,
 }
 
 // grantReportHints map grant-report's fields to its flags.
-var grantReportHints = fieldHints{
+var grantReportHints = withDelivery(fieldHints{
 	"Grant":    "give --grant ID|NUMBER or --all-active (one of them), e.g. ip2a-ops grant-report --grant G-2026-001",
 	"Out":      "--out DIR (--all-active writes several workbooks)",
 	"Statuses": "--status goes with --all-active, e.g. ip2a-ops grant-report --all-active --status active",
-	"Format":   "--format xlsx|pdf|both",
 	"":         "ip2a-ops grant-report --help",
-}
+})
 
 func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
-	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, Statuses: o.statuses, LastMonth: o.lastMonth, Out: o.out, Format: o.format}
+	a := jobs.GrantReportArgs{Grant: o.grant, AllActive: o.allActive, Statuses: o.statuses, LastMonth: o.lastMonth,
+		ReportDelivery: o.delivery.delivery(o.out, o.format)}
 	if o.lastMonth && (o.from != "" || o.to != "") {
 		return exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
 	}

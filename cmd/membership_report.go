@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -10,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/reports"
-	"github.com/ip2a/ip2a-ops/pkg/runner"
 )
 
 type membershipReportOptions struct {
@@ -26,8 +25,9 @@ type membershipReportOptions struct {
 func newMembershipReportCmd(d *deps) *cobra.Command {
 	var o membershipReportOptions
 	c := &cobra.Command{
-		Use:   "membership-report",
-		Short: "Write the membership report: headcount, changes, employment, age of membership",
+		Use:         "membership-report",
+		Annotations: jobAnnotations,
+		Short:       "Write the membership report: headcount, changes, employment, age of membership",
 		Long: `Write the membership report of the local from one read-only snapshot of the
 database: Summary, Headcount (members on the roll by classification and
 status), Changes (new members, members removed, status changes from
@@ -56,7 +56,7 @@ membership-report is running, 130 interrupted.`,
   ip2a-ops membership-report --last-month --out /var/lib/ip2a/reports --json
   ip2a-ops membership-report --last-month --format both --out s3://ip2a-reports/membership --email officers@ibew46.example`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runMembershipReport(c.Context(), d, c, o) },
+		RunE: func(c *cobra.Command, args []string) error { return runMembershipReport(c.Context(), d, o) },
 	}
 	f := c.Flags()
 	f.StringVar(&o.asOf, "as-of", "", "day the headcount and employment are counted on, YYYY-MM-DD (default: --to, else today, UTC)")
@@ -83,72 +83,29 @@ func parseDay(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
-// reportOutput is the Output every report command fills the same way:
-// --format, --out (a path, or storage), the database and the clock; it
-// also checks the delivery flags, before any report is read.
-func reportOutput(ctx context.Context, d *deps, job, out, format string, del deliveryOptions) (reports.Output, error) {
-	f := reports.Format(format)
-	if err := f.Validate(); err != nil {
-		return reports.Output{}, exitcode.Usagef("--format xlsx|pdf|both", "--%v", err)
-	}
-	if err := checkDelivery(d, job, del); err != nil {
-		return reports.Output{}, err
-	}
-	dir, store, err := reportDestination(ctx, d, out)
-	if err != nil {
-		return reports.Output{}, err
-	}
-	pool, err := d.opsDB(ctx)
-	if err != nil {
-		return reports.Output{}, err
-	}
-	return reports.Output{Pool: pool, Out: dir, Store: store, Format: f, Now: d.now(), ToolVersion: versionString()}, nil
-}
+// membershipReportHints map membership-report's fields to its flags.
+var membershipReportHints = withDelivery(fieldHints{
+	"From":      "--from must be on or before --to",
+	"LastMonth": "use --last-month or --as-of/--from/--to",
+	"":          "ip2a-ops membership-report --help",
+})
 
-func runMembershipReport(ctx context.Context, d *deps, c *cobra.Command, o membershipReportOptions) error {
-	from, to, err := grantReportPeriod(grantReportOptions{from: o.from, to: o.to, lastMonth: o.lastMonth}, d.now())
-	if err != nil {
+func runMembershipReport(ctx context.Context, d *deps, o membershipReportOptions) error {
+	a := jobs.MembershipReportArgs{LastMonth: o.lastMonth, ReportDelivery: o.delivery.delivery(o.out, o.format)}
+	var err error
+	if a.AsOf, err = parseDay("--as-of", o.asOf); err != nil {
 		return err
 	}
-	asOf, err := parseDay("--as-of", o.asOf)
-	if err != nil {
+	if a.From, err = parseDay("--from", o.from); err != nil {
 		return err
 	}
-	const job = "membership-report"
-	out, err := reportOutput(ctx, d, job, o.out, o.format, o.delivery)
-	if err != nil {
+	if a.To, err = parseDay("--to", o.to); err != nil {
 		return err
 	}
-	opts := reports.MembershipOptions{Output: out, AsOf: asOf, From: from, To: to}
-	return executeReport(ctx, d, c, job, opts.Validate, func(ctx context.Context) (reports.MembershipResult, error) {
-		res, err := reports.MembershipReport(ctx, opts)
-		if err != nil {
-			return res, err
-		}
-		del, err := emailReport(ctx, d, job, o.delivery, out.Store, res.Files, "Membership report as of "+res.AsOf,
-			reportBody(res, printMembershipReport))
-		if del != nil {
-			res.Deliveries = append(res.Deliveries, *del)
-		}
-		return res, err
-	}, printMembershipReport)
-}
-
-// executeReport checks a report's options (a bad one is a usage error)
-// and runs it as job through the runner, a period that ends before it
-// starts being a usage error too.
-func executeReport[T any](ctx context.Context, d *deps, c *cobra.Command, job string, validate func() error,
-	fn func(ctx context.Context) (T, error), text func(io.Writer, T)) error {
-	if err := validate(); err != nil {
-		return exitcode.Usagef("ip2a-ops "+job+" --help", "%v", err)
+	if !a.From.IsZero() && !a.To.IsZero() && a.From.After(a.To) {
+		return exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", o.from, o.to)
 	}
-	return execute(ctx, d, c, job, func(ctx context.Context, run *runner.Run) (T, error) {
-		res, err := fn(ctx)
-		if errors.Is(err, reports.ErrBadPeriod) {
-			return res, &exitcode.UsageError{Err: err, Hint: "--from must be on or before --to"}
-		}
-		return res, err
-	}, text)
+	return runJob(ctx, d, jobs.MembershipReport, a, printMembershipReport, membershipReportHints)
 }
 
 func printMembershipReport(w io.Writer, r reports.MembershipResult) {

@@ -104,7 +104,7 @@ func TestReportDelivery(t *testing.T) {
 	require.Equal(t, []string{"treasurer@ibew46.example", "president@ibew46.example"}, mails[0].To)
 	require.Equal(t, "ops", mails[0].User)
 	body, files := attachments(t, mails[0].Data)
-	require.Contains(t, body, "2026-09 to 2026-09: 1 periods, 189 payments: billed 10585.00")
+	require.Contains(t, body, "The dues report of 2026-09 to 2026-09: billed $10585.00, paid $9858.50")
 	require.Len(t, files, 2)
 	for _, f := range doc.Summary.Files {
 		r, err := store.Get(t.Context(), f.Key)
@@ -142,5 +142,6 @@ func TestReportDelivery(t *testing.T) {
 	delete(env, "IP2A_OPS_SMTP_ADDR")
 	code, _, stderr = c.run("grant-report", "--grant", "1", "--email", "x@ibew46.example", "--out", t.TempDir())
 	require.Equal(t, 2, code)
-	require.Contains(t, stderr, "--email needs the SMTP settings of notifications")
+	require.Contains(t, stderr, "email needs the SMTP settings of notifications")
+	require.Contains(t, stderr, "Try: set IP2A_OPS_SMTP_ADDR and IP2A_OPS_SMTP_FROM, or leave out --email")
 }

@@ -152,10 +152,8 @@ type GrantReportArgs struct {
 	To   time.Time `json:"to"`
 	// LastMonth reports on the previous calendar month (UTC) of the run's
 	// clock, for a monthly schedule; not with From or To.
-	LastMonth bool   `json:"last_month,omitempty"`
-	Out       string `json:"out,omitempty"`
-	// Format is xlsx (the default), pdf or both.
-	Format string `json:"format,omitempty"`
+	LastMonth bool `json:"last_month,omitempty"`
+	ReportDelivery
 }
 
 // LastMonth is the previous calendar month of now (UTC), as inclusive dates.
@@ -175,17 +173,32 @@ var GrantReport = &Def[GrantReportArgs, reports.GrantResult]{
 			}
 			from, to = LastMonth(env.Now())
 		}
-		pool, err := env.DB(ctx)
+		out, err := a.prepare(ctx, env, "grant-report")
 		if err != nil {
 			return nil, err
 		}
-		opts := reports.GrantOptions{Pool: pool, Grant: a.Grant, AllActive: a.AllActive, Statuses: a.Statuses, From: from, To: to, Out: a.Out,
-			Format: reports.Format(a.Format), Now: env.Now(), ToolVersion: env.Version}
+		opts := reports.GrantOptions{Pool: out.Pool, Grant: a.Grant, AllActive: a.AllActive, Statuses: a.Statuses, From: from, To: to,
+			Out: out.Out, Store: out.Store, Format: out.Format, Now: env.Now(), ToolVersion: env.Version}
 		if err := opts.Validate(); err != nil {
 			return nil, usage(err)
 		}
 		return func(ctx context.Context, env Env) (reports.GrantResult, error) {
-			return reports.GrantReport(ctx, opts)
+			res, err := reports.GrantReport(ctx, opts)
+			if err != nil {
+				return res, err
+			}
+			var files []reports.File
+			var names []string
+			for _, r := range res.Reports {
+				files = append(files, r.Files...)
+				names = append(names, r.GrantNumber+" ("+r.From+" to "+r.To+")")
+			}
+			d, err := a.email(ctx, out, files, "Grant report: "+strings.Join(names, ", "),
+				"The grant reports of "+strings.Join(names, ", ")+".")
+			if d != nil {
+				res.Deliveries = append(res.Deliveries, *d)
+			}
+			return res, err
 		}, nil
 	},
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
@@ -61,6 +62,9 @@ type Env struct {
 	// stores it, a terminal may draw it). Set by Execute; nil elsewhere,
 	// which the jobs accept.
 	Tracker *progress.Tracker
+	// SMTP is the mail server, sender and credentials of job's
+	// notifications, for the reports' --email (nil: none configured).
+	SMTP func(job string) notify.SMTP
 }
 
 func (e Env) summary(v any) {
@@ -232,7 +236,7 @@ func (e *ArgsError) Unwrap() error { return e.Err }
 func All() []Job {
 	all := []Job{Backup, BackupVerify, BackupRestore, BackupPrune,
 		AuditArchive, AuditVerify, AuditPurge, AuditInstallGuard, AuditHold, AuditRelease, AuditRestore,
-		IntegrityCheck, GrantReport, Cleanup, Sleep}
+		IntegrityCheck, GrantReport, MembershipReport, DuesReport, Cleanup, Sleep}
 	sort.Slice(all, func(i, j int) bool { return all[i].Kind() < all[j].Kind() })
 	return all
 }

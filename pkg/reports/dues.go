@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // ErrNoPeriods marks a dues report whose months hold no dues period.
@@ -29,10 +31,10 @@ func (o DuesOptions) Validate() error {
 		return err
 	}
 	if o.From.IsZero() || o.To.IsZero() {
-		return errors.New("From, To: required (the months of the dues periods)")
+		return exitcode.Fieldf("From", "required, and To (the months of the dues periods)")
 	}
 	if monthOf(o.From).After(monthOf(o.To)) {
-		return fmt.Errorf("From: %s is after To (%s): %w", o.From.Format("2006-01"), o.To.Format("2006-01"), ErrBadPeriod)
+		return exitcode.Fieldf("From", "%s is after To (%s): %w", o.From.Format("2006-01"), o.To.Format("2006-01"), ErrBadPeriod)
 	}
 	return nil
 }

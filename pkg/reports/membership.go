@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
 
 // MembershipOptions configure MembershipReport.
@@ -26,7 +28,7 @@ func (o MembershipOptions) Validate() error {
 		return err
 	}
 	if !o.From.IsZero() && !o.To.IsZero() && dateOf(o.From).After(dateOf(o.To)) {
-		return fmt.Errorf("From: %s is after To (%s): %w", o.From.Format(time.DateOnly), o.To.Format(time.DateOnly), ErrBadPeriod)
+		return exitcode.Fieldf("From", "%s is after To (%s): %w", o.From.Format(time.DateOnly), o.To.Format(time.DateOnly), ErrBadPeriod)
 	}
 	return nil
 }
@@ -83,7 +85,7 @@ func MembershipReport(ctx context.Context, opts MembershipOptions) (MembershipRe
 	}
 	o.From, o.To = dateOf(o.From), dateOf(o.To)
 	if o.From.After(o.To) {
-		return res, fmt.Errorf("membership report: period %s ends before it starts: %w", periodText(o.From, o.To), ErrBadPeriod)
+		return res, exitcode.Fieldf("From", "membership report: period %s ends before it starts: %w", periodText(o.From, o.To), ErrBadPeriod)
 	}
 	var m *membership
 	files, err := produce(ctx, o.Output, func(tx pgx.Tx) (document, error) {

@@ -2,7 +2,6 @@ package reports
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
 )
 
@@ -156,10 +156,10 @@ type Output struct {
 
 func (o Output) validate() error {
 	if o.Pool == nil {
-		return errors.New("Pool: required")
+		return exitcode.Fieldf("Pool", "required")
 	}
 	if err := o.Format.Validate(); err != nil {
-		return fmt.Errorf("Format: %w", err)
+		return exitcode.Fieldf("Format", "%w", err)
 	}
 	return nil
 }
