@@ -167,15 +167,15 @@ func load(ctx context.Context, pool *pgxpool.Pool, enrollments, expenses int) er
 	}
 	stmts := []string{
 		`INSERT INTO grants (name, grant_number, funding_source, total_amount, start_date, end_date, allowable_categories,
-			reporting_frequency, status, target_enrollment, target_completion, target_placement, is_active, created_at, updated_at)
+			reporting_frequency, status, target_enrollment, target_completion, target_placement, is_active, created_at, updated_at, is_deleted)
 		 VALUES ('Bench Grant', '` + benchGrant + `', 'Bench Funder', 90000000.00, '2024-01-01', '2027-12-31',
-			'["tools", "tuition", "ppe", "stipends", "transportation"]', 'quarterly', 'active', $1, $1 * 8 / 10, $1 * 6 / 10, true, now(), now())`,
-		`INSERT INTO members (member_number, first_name, last_name, status, classification, created_at, updated_at)
-		 SELECT 'BENCH-' || g, 'First' || g, 'Last' || (g % 997), 'ACTIVE', 'APPRENTICE_1ST_YEAR', now(), now()
+			'["tools", "tuition", "ppe", "stipends", "transportation"]', 'quarterly', 'active', $1, $1 * 8 / 10, $1 * 6 / 10, true, now(), now(), false)`,
+		`INSERT INTO members (member_number, first_name, last_name, status, classification, created_at, updated_at, is_deleted)
+		 SELECT 'BENCH-' || g, 'First' || g, 'Last' || (g % 997), 'ACTIVE', 'APPRENTICE_1ST_YEAR', now(), now(), false
 		 FROM generate_series(1, $1) g`,
-		`INSERT INTO students (member_id, student_number, status, application_date, enrollment_date, created_at, updated_at)
+		`INSERT INTO students (member_id, student_number, status, application_date, enrollment_date, created_at, updated_at, is_deleted)
 		 SELECT m.id, 'BS-' || lpad(substr(m.member_number, 7), 7, '0'), 'ENROLLED', '2024-01-01', DATE '2024-01-01' + (m.id % 900),
-			now(), now() FROM members m WHERE m.member_number LIKE 'BENCH-%' AND $1 > 0`,
+			now(), now(), false FROM members m WHERE m.member_number LIKE 'BENCH-%' AND $1 > 0`,
 		`INSERT INTO grant_enrollments (grant_id, student_id, enrollment_date, status, completion_date, outcome, outcome_date,
 			placement_employer, placement_date, placement_wage, placement_job_title, notes, created_at, updated_at, is_deleted, deleted_at)
 		 SELECT gr.id, s.id, s.enrollment_date,

@@ -64,6 +64,10 @@ func (b *Book) NewTable(name string, cols []Column, rows int) (*Table, error) {
 		style := b.St.Header
 		if c.Numeric {
 			style = b.St.HeaderNum
+		} else if err := sw.SetColStyle(i+1, i+1, b.St.Text); err != nil {
+			// Text columns wrap: a plain string written to them takes the
+			// column's style, so no cell needs a style of its own.
+			return nil, err
 		}
 		hdr[i] = excelize.Cell{StyleID: style, Value: c.Header}
 	}
@@ -83,16 +87,14 @@ func (b *Book) NewTable(name string, cols []Column, rows int) (*Table, error) {
 // Row is the number of the last row written (the header is row 1).
 func (t *Table) Row() int { return t.row }
 
-// Add writes the next row. Plain strings become wrapped text cells (the
-// caller's slice is changed); the row is raised when its text needs more
-// than one line.
+// Add writes the next row. Plain strings take their column's wrapped text
+// style; the row is raised when its text needs more than one line.
 func (t *Table) Add(values []any) error {
 	t.row++
 	lines := 1
 	for i, v := range values {
 		switch x := v.(type) {
 		case string:
-			values[i] = excelize.Cell{StyleID: t.b.St.Text, Value: x}
 			lines = max(lines, WrappedLines(x, t.widths[i]))
 		case excelize.Cell:
 			if s, ok := x.Value.(string); ok {
