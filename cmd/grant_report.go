@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -109,25 +108,9 @@ func runGrantReport(ctx context.Context, d *deps, o grantReportOptions) error {
 	if o.lastMonth && (o.from != "" || o.to != "") {
 		return exitcode.Usagef("use --last-month or --from/--to", "--last-month cannot be combined with --from or --to")
 	}
-	parse := func(flag, v string) (time.Time, error) {
-		if v == "" {
-			return time.Time{}, nil
-		}
-		t, err := time.Parse(time.DateOnly, v)
-		if err != nil {
-			return t, exitcode.Usagef(flag+" 2026-07-01", "%s %q is not a date (YYYY-MM-DD)", flag, v)
-		}
-		return t, nil
-	}
 	var err error
-	if a.From, err = parse("--from", o.from); err != nil {
+	if a.From, a.To, err = parsePeriod(o.from, o.to); err != nil {
 		return err
-	}
-	if a.To, err = parse("--to", o.to); err != nil {
-		return err
-	}
-	if !a.From.IsZero() && !a.To.IsZero() && a.From.After(a.To) {
-		return exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", o.from, o.to)
 	}
 	return runJob(ctx, d, jobs.GrantReport, a, printGrantReport, grantReportHints)
 }

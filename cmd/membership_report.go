@@ -83,6 +83,21 @@ func parseDay(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
+// parsePeriod parses --from and --to (either may be empty) and checks
+// that the period does not end before it starts.
+func parsePeriod(from, to string) (f, t time.Time, err error) {
+	if f, err = parseDay("--from", from); err != nil {
+		return f, t, err
+	}
+	if t, err = parseDay("--to", to); err != nil {
+		return f, t, err
+	}
+	if !f.IsZero() && !t.IsZero() && f.After(t) {
+		return f, t, exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", from, to)
+	}
+	return f, t, nil
+}
+
 // membershipReportHints map membership-report's fields to its flags.
 var membershipReportHints = withDelivery(fieldHints{
 	"From":      "--from must be on or before --to",
@@ -96,14 +111,8 @@ func runMembershipReport(ctx context.Context, d *deps, o membershipReportOptions
 	if a.AsOf, err = parseDay("--as-of", o.asOf); err != nil {
 		return err
 	}
-	if a.From, err = parseDay("--from", o.from); err != nil {
+	if a.From, a.To, err = parsePeriod(o.from, o.to); err != nil {
 		return err
-	}
-	if a.To, err = parseDay("--to", o.to); err != nil {
-		return err
-	}
-	if !a.From.IsZero() && !a.To.IsZero() && a.From.After(a.To) {
-		return exitcode.Usagef("--from must be on or before --to", "--from %s is after --to %s", o.from, o.to)
 	}
 	return runJob(ctx, d, jobs.MembershipReport, a, printMembershipReport, membershipReportHints)
 }
