@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // inMonths is the condition that keeps a row of audit_logs a to some
@@ -16,8 +17,9 @@ import (
 // empty range for a month left out); $4-$7 bound ids and changed_at so
 // that the planner reaches the rows without reading the rest of the table.
 // A condition, not a join: a join sorted the rows and lost the heap order
-// a delete should go in. The parameters must be typed (QueryExecModeDescribeExec):
-// a text parameter cast to timestamp is cast again for every row.
+// a delete should go in. The parameters are typed (pgtype values, which the
+// exec mode sends with their type): a text parameter cast to timestamp is
+// cast again for every row.
 const inMonths = `a.id >= $4::bigint AND a.id <= $5::bigint AND a.changed_at >= $6::timestamp AND a.changed_at < $7::timestamp
   AND a.id >= ($1::bigint[])[` + monthIndex + `] AND a.id <= ($2::bigint[])[` + monthIndex + `]`
 
@@ -29,9 +31,9 @@ const monthIndex = `width_bucket(a.changed_at, $3::timestamp[])`
 // empty).
 func monthArgs(recs []Record) []any {
 	first, last := recs[0].Month, recs[len(recs)-1].Month
-	var starts []time.Time
+	var starts []pgtype.Timestamp
 	for m := first; !last.Before(m); m = m.Next() {
-		starts = append(starts, m.Start())
+		starts = append(starts, pgTS(m.Start()))
 	}
 	lo, hi := make([]int64, len(starts)), make([]int64, len(starts))
 	for i := range lo {
@@ -43,7 +45,7 @@ func monthArgs(recs []Record) []any {
 		lo[i], hi[i] = r.MinID, r.MaxID
 		minID, maxID = min(minID, r.MinID), max(maxID, r.MaxID)
 	}
-	return []any{lo, hi, starts, minID, maxID, first.Start(), last.End()}
+	return []any{lo, hi, starts, minID, maxID, pgTS(first.Start()), pgTS(last.End())}
 }
 
 // monthNumber counts months from year 0.
@@ -70,7 +72,7 @@ func collectTallies(rows pgx.Rows, first Month, t map[Month]tally) error {
 // range.
 func countMonths(ctx context.Context, db querier, recs []Record) (map[Month]tally, error) {
 	rows, err := db.Query(ctx, `SELECT `+monthIndex+`, count(*), sum(a.id) FROM audit_logs a WHERE `+inMonths+` GROUP BY 1`,
-		append([]any{pgx.QueryExecModeDescribeExec}, monthArgs(recs)...)...)
+		append([]any{pgx.QueryExecModeExec}, monthArgs(recs)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("count %s in audit_logs: %w", recs[0].Month, err)
 	}
@@ -239,7 +241,7 @@ func deleteUnit(ctx context.Context, c Config, u delUnit) (map[Month]int64, map[
 		q := `WITH d AS (DELETE FROM audit_logs a WHERE %s AND ` + inMonths + ` RETURNING a.id) SELECT count(*), coalesce(sum(id), 0) FROM d`
 		each := func(chunk string, from, to any) error {
 			var n, sum int64
-			if err := tx.QueryRow(ctx, fmt.Sprintf(q, chunk), append(append([]any{pgx.QueryExecModeDescribeExec}, args...), from, to)...).Scan(&n, &sum); err != nil {
+			if err := tx.QueryRow(ctx, fmt.Sprintf(q, chunk), append(append([]any{pgx.QueryExecModeExec}, args...), from, to)...).Scan(&n, &sum); err != nil {
 				return err
 			}
 			got.n, got.sum = got.n+n, got.sum+sum
@@ -314,5 +316,9 @@ FROM unnest($1::date[], $2::bigint[]) AS v(month, n) WHERE a.month = v.month`, m
 	return out, nil, nil
 }
 
-// tid is the first tuple of heap page b, as text.
-func tid(b int64) string { return fmt.Sprintf("(%d,0)", b) }
+// tid is the first tuple of heap page b.
+func tid(b int64) pgtype.TID { return pgtype.TID{BlockNumber: uint32(b), Valid: true} }
+
+// pgTS is t as a timestamp parameter (naive, UTC): a time.Time would go as
+// timestamptz and shift with the session's time zone.
+func pgTS(t time.Time) pgtype.Timestamp { return pgtype.Timestamp{Time: t.UTC(), Valid: true} }

@@ -77,7 +77,7 @@ FROM audit_logs WHERE changed_at < $1::timestamp%s GROUP BY date_trunc('month', 
 	var wg sync.WaitGroup
 	for k, cond := range conds {
 		wg.Go(func() {
-			rows, err := c.Pool.Query(ctx, fmt.Sprintf(q, cond), pgTimestamp(last.End()))
+			rows, err := c.Pool.Query(ctx, fmt.Sprintf(q, cond), pgTS(last.End()))
 			if err == nil {
 				parts[k], err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (monthPlan, error) {
 					var p monthPlan
