@@ -109,7 +109,7 @@ func addAuditRunFlags(c *cobra.Command, ro *auditRunOptions) {
 	f.BoolVar(&ro.keepOnline, "keep-online", false, "archive and verify, but delete no rows")
 	f.BoolVar(&ro.objectLock, "object-lock", false, "ask S3 to retain each object until the month is past --retain (bucket needs Object Lock)")
 	envFlag(f, "object-lock", "IP2A_OPS_AUDIT_OBJECT_LOCK")
-	f.Int64Var(&ro.batch, "delete-batch", 50_000, "id span of each DELETE statement inside a month's delete transaction")
+	f.Int64Var(&ro.batch, "delete-batch", 50_000, "rows per DELETE statement inside a delete transaction (an id span when ids follow time, else pages holding about that many rows)")
 }
 
 // auditHints map the audit jobs' fields to their flags.
@@ -195,11 +195,13 @@ func newAuditGuardCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 		Long: `Install (opt-in) the triggers that keep audit_logs immutable for everybody
 while letting ip2a-ops delete the rows of months it has archived and verified:
 UPDATE is always refused; DELETE is refused unless the transaction set
-ip2a_ops.archive_delete to a month that ip2a-ops's own table (which the app's
-role cannot write) records as verified, and every deleted row lies in that
-month; TRUNCATE is refused. On the older schema (no trigger) the row
-triggers are created too. Run it as the owner of audit_logs. --print shows
-the SQL and changes nothing.
+ip2a_ops.archive_delete to a month or a range of months (2019-01..2022-03)
+that ip2a-ops's own table (which the app's role cannot write) records as
+verified, and every deleted row lies in one of those verified months;
+TRUNCATE is refused. On the older schema (no trigger) the triggers are
+created too. Installing it again upgrades a guard of an earlier release.
+Run it as the owner of audit_logs. --print shows the SQL and changes
+nothing.
 
 Exit codes: 0 installed (or printed), 1 failed (not the table owner?),
 2 configuration error.`,
@@ -245,6 +247,9 @@ func newAuditStatusCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 func printAuditStatus(w io.Writer, s audit.StatusResult) {
 	if s.Guard.Installed {
 		fmt.Fprintf(w, "guard:            installed (deletes allowed only for months verified in %s.audit_archive_months)\n", s.Guard.Schema)
+		if s.Guard.Version < 2 {
+			fmt.Fprintln(w, "                  from an earlier release: months are deleted one by one; run 'ip2a-ops audit-archive install-guard' again to upgrade it")
+		}
 	} else {
 		trig := "the app's trigger is absent (older schema)"
 		if s.Guard.AppTrigger {

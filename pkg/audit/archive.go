@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -63,13 +62,6 @@ type link struct {
 	sha   string
 }
 
-// monthPlan is one month's rows as the database holds them now.
-type monthPlan struct {
-	Month              Month
-	Rows, MinID, MaxID int64
-	IDSum              int64
-}
-
 // exported is what writing one archive produced.
 type exported struct {
 	manifest    Manifest
@@ -92,98 +84,6 @@ func (c *countingHash) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 // pageRows is the keyset page size of search: big enough to amortise a
 // round trip, small enough that a page is a few MB.
 const pageRows = 20000
-
-// copyRows streams month p's rows, in id order, as JSON lines into out with
-// one COPY, and counts them into m. Memory stays at a row plus buffers: the
-// COPY is read as it arrives.
-func copyRows(ctx context.Context, c Config, cols []Column, p monthPlan, out io.Writer, m *Manifest) error {
-	conn, err := c.Pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	where := fmt.Sprintf(`id >= %d AND id <= %d AND changed_at >= '%s'::timestamp AND changed_at < '%s'::timestamp`,
-		p.MinID, p.MaxID, pgTimestamp(p.Month.Start()), pgTimestamp(p.Month.End()))
-	enc := newRowEncoder(cols, func(line []byte, id int64) error {
-		if m.MinID < 0 {
-			m.MinID = id
-		}
-		m.MaxID, m.IDSum = id, m.IDSum+id
-		m.RowCount++
-		_, err := out.Write(line)
-		return err
-	})
-	if _, err := conn.Conn().PgConn().CopyTo(ctx, enc, copyQuery(cols, where)); err != nil {
-		return err
-	}
-	return enc.finish()
-}
-
-// exportMonth streams month p from the database into a zstd temp file,
-// hashing raw and compressed bytes, then stores data and manifest under
-// their fixed keys. Memory stays at a row plus the encoder's window.
-func exportMonth(ctx context.Context, c Config, cols []Column, p monthPlan, prev link, retainUntil time.Time) (exported, error) {
-	tmp, err := os.CreateTemp(c.TempDir, "ip2a-audit-"+p.Month.String()+"-*.zst")
-	if err != nil {
-		return exported{}, fmt.Errorf("archive %s: %w", p.Month, err)
-	}
-	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
-
-	comp := &countingHash{h: sha256.New()}
-	fileBuf := bufio.NewWriterSize(io.MultiWriter(tmp, comp), 1<<20)
-	zw, err := zstd.NewWriter(fileBuf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return exported{}, err
-	}
-	raw := &countingHash{h: sha256.New()}
-	out := bufio.NewWriterSize(io.MultiWriter(zw, raw), 256<<10)
-
-	m := Manifest{Format: FormatVersion, Table: Table, Month: p.Month,
-		ChangedAtFrom: p.Month.Start().Format(time.RFC3339), ChangedAtTo: p.Month.End().Format(time.RFC3339),
-		MinID: -1, DataKey: DataKey(c.Prefix, p.Month),
-		DataFormat:    "JSON Lines (one JSON object per row, every column, in id order), compressed with zstd",
-		PreviousMonth: prev.month, PreviousManifestSHA256: prev.sha, Columns: cols,
-		ReadWith: fmt.Sprintf("zstdcat %s.jsonl.zst | jq -c 'select(.table_name == \"members\")'", p.Month),
-	}
-	if err := copyRows(ctx, c, cols, p, out, &m); err != nil {
-		return exported{}, fmt.Errorf("archive %s: read rows: %w", p.Month, err)
-	}
-	if m.RowCount == 0 {
-		return exported{}, fmt.Errorf("archive %s: no rows left to archive", p.Month)
-	}
-	if err := out.Flush(); err != nil {
-		return exported{}, fmt.Errorf("archive %s: write: %w", p.Month, err)
-	}
-	if err := zw.Close(); err != nil {
-		return exported{}, fmt.Errorf("archive %s: compress: %w", p.Month, err)
-	}
-	if err := fileBuf.Flush(); err != nil {
-		return exported{}, fmt.Errorf("archive %s: write: %w", p.Month, err)
-	}
-	m.RawSHA256, m.RawBytes = raw.sum(), raw.n
-	m.CompressedSHA256, m.CompressedBytes = comp.sum(), comp.n
-	m.ArchivedAt = c.Now().UTC().Truncate(time.Second)
-
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return exported{}, err
-	}
-	if _, err := c.Store.Put(ctx, m.DataKey, tmp, storage.PutOptions{SHA256: m.CompressedSHA256, Size: m.CompressedBytes,
-		RetainUntil: retainUntil, ContentType: "application/zstd"}); err != nil {
-		return exported{}, fmt.Errorf("archive %s: upload %s: %w", p.Month, m.DataKey, err)
-	}
-	body, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return exported{}, err
-	}
-	body = append(body, '\n')
-	sum := sha256.Sum256(body)
-	e := exported{manifest: m, manifestRaw: body, manifestSHA: hex.EncodeToString(sum[:])}
-	if _, err := c.Store.Put(ctx, ManifestKey(c.Prefix, p.Month), bytes.NewReader(body), storage.PutOptions{SHA256: e.manifestSHA,
-		Size: int64(len(body)), RetainUntil: retainUntil, ContentType: "application/json"}); err != nil {
-		return exported{}, fmt.Errorf("archive %s: upload manifest: %w", p.Month, err)
-	}
-	return e, nil
-}
 
 // pgTimestamp formats t for a ::timestamp parameter (naive, UTC).
 func pgTimestamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") }

@@ -13,8 +13,14 @@ import (
 const DeleteSetting = "ip2a_ops.archive_delete"
 
 // guardMarker is written into the guard's function comments so status can
-// tell the guard from look-alikes.
-const guardMarker = "ip2a-ops audit guard v1"
+// tell the guard from look-alikes. Version 2 takes a range of months in
+// the setting and refuses a DELETE per statement; version 1 (still
+// accepted: Run then deletes month by month) took one month and refused
+// row by row.
+const (
+	guardMarker   = "ip2a-ops audit guard v2"
+	guardMarkerV1 = "ip2a-ops audit guard v1"
+)
 
 // GuardSQL returns the SQL that installs the guard for the ops schema
 // (install-guard runs it, --print shows it). Run it as the owner of
@@ -24,8 +30,8 @@ const guardMarker = "ip2a-ops audit guard v1"
 // What it does, and why:
 //   - audit_logs_prevent_update keeps refusing every UPDATE.
 //   - audit_logs_prevent_delete still refuses every DELETE, except while
-//     ip2a_ops.archive_delete is set (SET LOCAL): the row trigger's WHEN
-//     clause skips it then, so no function is called per row.
+//     ip2a_ops.archive_delete is set (SET LOCAL): it becomes a statement
+//     trigger whose WHEN clause skips it then, so nothing runs per row.
 //   - audit_logs_guard_delete, an AFTER DELETE statement trigger with a
 //     transition table, then checks every deleted row at once: the setting
 //     must name a month that the ops table records as archived and
@@ -43,7 +49,7 @@ func GuardSQL(schema string) string {
 	q := pgx.Identifier{schema}.Sanitize()
 	r := strings.NewReplacer("{{ops}}", q, "{{marker}}", guardMarker, "{{setting}}", DeleteSetting)
 	return r.Replace(`-- {{marker}}: audit_logs stays immutable; ip2a-ops may delete only
--- rows of a month it has archived and verified ({{ops}}.audit_archive_months).
+-- rows of months it has archived and verified ({{ops}}.audit_archive_months).
 BEGIN;
 SET LOCAL lock_timeout = '5s';
 
@@ -66,21 +72,24 @@ DROP TRIGGER IF EXISTS audit_logs_prevent_update ON audit_logs;
 CREATE TRIGGER audit_logs_prevent_update BEFORE UPDATE ON audit_logs
     FOR EACH ROW EXECUTE FUNCTION prevent_audit_modification();
 
--- Every DELETE is refused row by row unless an archive delete is in
--- progress; then the statement trigger below checks the rows.
+-- Every DELETE is refused before it starts unless an archive delete is
+-- in progress; then the statement trigger below checks the rows. (Per
+-- statement: a row trigger, even one its WHEN skips, locks each row
+-- first, which doubled the cost of a delete.)
 DROP TRIGGER IF EXISTS audit_logs_prevent_delete ON audit_logs;
 CREATE TRIGGER audit_logs_prevent_delete BEFORE DELETE ON audit_logs
-    FOR EACH ROW WHEN (coalesce(current_setting('{{setting}}', true), '') = '')
+    FOR EACH STATEMENT WHEN (coalesce(current_setting('{{setting}}', true), '') = '')
     EXECUTE FUNCTION prevent_audit_modification();
 
 CREATE OR REPLACE FUNCTION {{ops}}.audit_logs_check_delete() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    m   text := coalesce(current_setting('{{setting}}', true), '');
-    a   record;
-    bad bigint;
+    m     text := coalesce(current_setting('{{setting}}', true), '');
+    first date;
+    last  date;
+    bad   bigint;
 BEGIN
-    IF m !~ '^[0-9]{4}-[0-9]{2}$' THEN
+    IF m !~ '^[0-9]{4}-[0-9]{2}([.][.][0-9]{4}-[0-9]{2})?$' THEN
         RAISE EXCEPTION 'Audit logs are immutable. DELETE is allowed only for a month archived and verified by ip2a-ops.';
     END IF;
     -- The setting is anybody's to set: only ip2a-ops's role (the owner of
@@ -89,16 +98,20 @@ BEGIN
                                       WHERE oid = '{{ops}}.audit_archive_months'::regclass), 'MEMBER') THEN
         RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: role % is not ip2a-ops.', session_user;
     END IF;
-    SELECT month, min_id, max_id INTO a FROM {{ops}}.audit_archive_months
-     WHERE month = to_date(m || '-01', 'YYYY-MM-DD') AND state = 'verified';
-    IF NOT FOUND THEN
+    first := to_date(left(m, 7) || '-01', 'YYYY-MM-DD');
+    last := to_date(right(m, 7) || '-01', 'YYYY-MM-DD');
+    IF NOT EXISTS (SELECT 1 FROM {{ops}}.audit_archive_months
+                    WHERE month BETWEEN first AND last AND state = 'verified') THEN
         RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: month % is not archived and verified by ip2a-ops.', m;
     END IF;
+    -- A hash join with the few verified months: a lookup per row cost
+    -- twenty times more than the delete itself.
     SELECT count(*) INTO bad FROM old_rows o
-     WHERE NOT (o.changed_at >= a.month AND o.changed_at < a.month + interval '1 month'
-                AND o.id BETWEEN a.min_id AND a.max_id);
+      LEFT JOIN (SELECT month::timestamp AS month, min_id, max_id FROM {{ops}}.audit_archive_months
+                  WHERE month BETWEEN first AND last AND state = 'verified') a ON a.month = date_trunc('month', o.changed_at)
+     WHERE a.month IS NULL OR o.id < a.min_id OR o.id > a.max_id;
     IF bad > 0 THEN
-        RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: % rows lie outside archived month %.', bad, m;
+        RAISE EXCEPTION 'Audit logs are immutable. DELETE refused: % rows lie outside the archived and verified months %.', bad, m;
     END IF;
     RETURN NULL;
 END;
@@ -138,6 +151,10 @@ type GuardStatus struct {
 	Missing []string `json:"missing,omitempty"`
 	// Schema is the ops schema the guard checks, when installed.
 	Schema string `json:"schema,omitempty"`
+	// Version of the installed guard: 2 deletes a range of months per
+	// statement; 1 (installed by earlier releases) one month, so Run
+	// deletes month by month (install-guard again upgrades it).
+	Version int `json:"version,omitempty"`
 }
 
 // Guard reports the state of audit_logs' triggers for the ops schema.
@@ -178,13 +195,17 @@ WHERE t.tgrelid = to_regclass('audit_logs') AND NOT t.tgisinternal`)
 	}
 	check("audit_logs_prevent_update", updOK && upd.enabled)
 	check("audit_logs_prevent_delete (with the archive-delete WHEN clause)", delOK && del.enabled && strings.Contains(del.def, DeleteSetting))
+	marked := func(t trig) bool { return t.comment == guardMarker || t.comment == guardMarkerV1 }
 	g, ok := found["audit_logs_guard_delete"]
-	check("audit_logs_guard_delete (checks against schema "+c.Schema+")", ok && g.enabled && g.fnSchema == c.Schema && g.comment == guardMarker)
+	check("audit_logs_guard_delete (checks against schema "+c.Schema+")", ok && g.enabled && g.fnSchema == c.Schema && marked(g))
 	tr, ok := found["audit_logs_prevent_truncate"]
-	check("audit_logs_prevent_truncate", ok && tr.enabled && tr.comment == guardMarker)
+	check("audit_logs_prevent_truncate", ok && tr.enabled && marked(tr))
 	st.Installed = len(st.Missing) == 0
 	if st.Installed {
-		st.Schema = c.Schema
+		st.Schema, st.Version = c.Schema, 2
+		if g.comment == guardMarkerV1 {
+			st.Version = 1
+		}
 	}
 	return st, nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -123,3 +124,33 @@ func requireConserved(t testing.TB, e *env, st storage.Store, original []int64) 
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// renumberIDs gives every audit row a new id, step apart: in the order of
+// the old ids (so ids still follow time), or shuffled, in an order
+// unrelated to changed_at (a fixed permutation) as imported or backfilled
+// rows have them. Rows are stored in the new id order, as an import
+// assigning ids would leave them. A step of 2 leaves a free id between
+// any two, so a row can later be written inside a month's id range.
+func renumberIDs(t testing.TB, e *env, shuffled bool, step int) {
+	t.Helper()
+	order := "id"
+	if shuffled {
+		order = "hashint4(id), id"
+	}
+	// One connection: the temp table is the session's.
+	conn, err := e.pool.Acquire(context.Background())
+	require.NoError(t, err)
+	defer conn.Release()
+	for _, q := range []string{
+		`CREATE TEMP TABLE audit_src AS SELECT * FROM audit_logs`,
+		`TRUNCATE audit_logs`,
+		fmt.Sprintf(`INSERT INTO audit_logs SELECT %d * row_number() OVER (ORDER BY %s), table_name, record_id, action,
+  old_values, new_values, changed_fields, changed_by, changed_at, ip_address, user_agent, notes FROM audit_src ORDER BY 1`, step, order),
+		`SELECT setval('audit_logs_id_seq', (SELECT max(id) FROM audit_logs))`,
+		`DROP TABLE audit_src`,
+		`ANALYZE audit_logs`,
+	} {
+		_, err := conn.Exec(context.Background(), q)
+		require.NoError(t, err, q)
+	}
+}

@@ -34,13 +34,29 @@ func TestKill9AtRandomPoints(t *testing.T) {
 		t.Skip("builds the binary and runs 20 killed runs")
 	}
 	t.Parallel()
-	bin := buildBinary(t)
-	const trials = 20
+	kill9Trials(t, buildBinary(t), false, 20)
+}
+
+// The same when ids do not follow time: months go in one group, read by
+// two COPY streams, stored two at a time and deleted by two transactions
+// at once.
+func TestKill9AtRandomPointsIDsShuffled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 10 killed runs")
+	}
+	t.Parallel()
+	kill9Trials(t, buildBinary(t), true, 10)
+}
+
+func kill9Trials(t *testing.T, bin string, shuffled bool, trials int) {
 	killedMidway := 0
 	for i := range trials {
 		t.Run("trial", func(t *testing.T) {
 			e := newEnv(t, fixture.Newer, 5, 400)
 			ctx := t.Context()
+			if shuffled {
+				renumberIDs(t, e, true, 1)
+			}
 			_, err := audit.InstallGuard(ctx, e.cfg)
 			require.NoError(t, err)
 			original := e.ids(t)

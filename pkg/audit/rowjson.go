@@ -37,19 +37,21 @@ func encodable(cols []Column) bool {
 }
 
 // copyQuery is the COPY statement that feeds rowEncoder with the rows of
-// where, in id order. Without encodable columns, it selects the id and
-// row_to_json's line instead.
+// where (a condition on audit_logs aliased a), in id order. Without
+// encodable columns, it selects the id, row_to_json's line and changed_at
+// instead.
 func copyQuery(cols []Column, where string) string {
 	if encodable(cols) {
 		names := make([]string, len(cols))
 		for i, c := range cols {
-			names[i] = pgx.Identifier{c.Name}.Sanitize()
+			names[i] = "a." + pgx.Identifier{c.Name}.Sanitize()
 		}
-		return fmt.Sprintf(`COPY (SELECT %s FROM audit_logs WHERE %s ORDER BY id) TO STDOUT (FORMAT binary)`,
+		return fmt.Sprintf(`COPY (SELECT %s FROM audit_logs a WHERE %s ORDER BY a.id) TO STDOUT (FORMAT binary)`,
 			strings.Join(names, ", "), where)
 	}
-	return fmt.Sprintf(`COPY (SELECT r.id::bigint, row_to_json(r)::text FROM (SELECT %s FROM audit_logs WHERE %s) r ORDER BY r.id) TO STDOUT (FORMAT binary)`,
-		selectList(cols), where)
+	// The lateral subquery's bare column names are a's.
+	return fmt.Sprintf(`COPY (SELECT a.id::bigint, row_to_json(r)::text, a.changed_at FROM audit_logs a CROSS JOIN LATERAL (SELECT %s) r
+WHERE %s ORDER BY a.id) TO STDOUT (FORMAT binary)`, selectList(cols), where)
 }
 
 // copyHeader starts every binary COPY stream.
@@ -63,6 +65,10 @@ type rowEncoder struct {
 	native bool
 	keys   [][]byte // `{"id":`, `,"table_name":`, ...
 	emit   func(line []byte, id int64) error
+	// atField is the field holding changed_at (-1: none), at its value in
+	// the row being emitted.
+	atField int
+	at      int64
 
 	pending []byte // bytes of an incomplete row (or header)
 	header  bool   // the header has been read
@@ -73,8 +79,14 @@ type rowEncoder struct {
 }
 
 func newRowEncoder(cols []Column, emit func(line []byte, id int64) error) *rowEncoder {
-	e := &rowEncoder{cols: cols, native: encodable(cols), emit: emit}
+	e := &rowEncoder{cols: cols, native: encodable(cols), emit: emit, atField: -1}
+	if !e.native {
+		e.atField = 2
+	}
 	for i, c := range cols {
+		if e.native && c.Name == "changed_at" && (c.kind == "timestamp" || c.kind == "timestamptz") {
+			e.atField = i
+		}
 		k := []byte{','}
 		if i == 0 {
 			k = []byte{'{'}
@@ -153,7 +165,7 @@ func (e *rowEncoder) row(b []byte) (int, error) {
 	}
 	want := len(e.cols)
 	if !e.native {
-		want = 2
+		want = 3
 	}
 	if nf != want {
 		return 0, fmt.Errorf("%w: row of %d fields, want %d", errCopyFormat, nf, want)
@@ -188,6 +200,13 @@ func (e *rowEncoder) row(b []byte) (int, error) {
 	id, err := binaryInt(fs[0])
 	if err != nil {
 		return 0, err
+	}
+	e.at = 0
+	if e.atField >= 0 && !ns[e.atField] {
+		if len(fs[e.atField]) != 8 {
+			return 0, fmt.Errorf("%w: changed_at of %d bytes", errCopyFormat, len(fs[e.atField]))
+		}
+		e.at = int64(binary.BigEndian.Uint64(fs[e.atField]))
 	}
 	line := e.line[:0]
 	if e.native {

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 )
@@ -30,9 +29,16 @@ type RunOptions struct {
 	// ObjectLock asks the store to retain each object until the month is
 	// past Retain (S3 Object Lock, compliance mode).
 	ObjectLock bool
-	// DeleteBatch is the id span of one DELETE statement inside the delete
-	// transaction (default 50,000): it bounds the guard's transition table.
+	// DeleteBatch bounds one DELETE statement inside a delete transaction
+	// (default 50,000): an id span of that many ids when ids follow time,
+	// else heap pages holding about that many of the months' rows. It
+	// bounds the guard's transition table.
 	DeleteBatch int64
+	// PassRows bounds the rows of a group of months read with one scan of
+	// audit_logs and deleted in one transaction, when ids do not follow
+	// time (default DefaultPassRows). Months of such a group are written
+	// uncompressed to TempDir until the scan ends.
+	PassRows int64
 	// ProgressFunc, when set, is called after each month with the result so far.
 	ProgressFunc func(RunResult)
 }
@@ -80,6 +86,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	}
 	if o.DeleteBatch <= 0 {
 		o.DeleteBatch = 50_000
+	}
+	if o.PassRows <= 0 {
+		o.PassRows = DefaultPassRows
 	}
 	return o
 }
@@ -154,9 +163,23 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 	case !guard.Installed:
 		res.DeleteSkipped = "the audit guard is not installed (run 'ip2a-ops audit-archive install-guard' as the owner of audit_logs); archives were written and verified, no row was deleted"
 	}
-	plan, err := planMonths(ctx, c, last)
+	// Page ranges (TID range scans) need PostgreSQL 14.
+	var version int
+	if err := c.Pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return res, fmt.Errorf("archive audit logs: %w", err)
+	}
+	plan, err := planMonths(ctx, c, last, version >= 140000)
 	if err != nil {
 		return res, err
+	}
+	groups := groupMonths(plan, o.PassRows)
+	byBlock := len(groups) > 0 && groups[0].ByBlock && version >= 140000
+	if len(groups) > 0 && groups[0].ByBlock {
+		c.Logger.Info("ids do not follow time: months go in groups, one scan each", "groups", len(groups), "by_page", byBlock)
+	}
+	ranges := guard.Version >= 2
+	if res.DeleteSkipped == "" && byBlock && !ranges {
+		c.Logger.Warn("the installed audit guard deletes one month per statement: months are deleted one by one, each a pass over audit_logs; run 'ip2a-ops audit-archive install-guard' to upgrade it")
 	}
 	recs, err := records(ctx, c)
 	if err != nil {
@@ -174,11 +197,13 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 	// is in flight between two stages and memory stays that of a few
 	// streams. Each month still goes through the same steps in the same
 	// order, each one safe to crash in: the stages only overlap different
-	// months.
+	// months. A group of several months (ids that do not follow time) is
+	// exported by one scan, and verified and deleted together once its
+	// last month has been read back.
 	stageCtx, cancel := context.WithCancel(ctx)
 	exportedCh, verifiedCh := make(chan staged), make(chan staged)
 	var wg sync.WaitGroup
-	wg.Go(func() { o.exportStage(stageCtx, cols, plan, byMonth, tip, exportedCh) })
+	wg.Go(func() { o.exportStage(stageCtx, cols, groups, byMonth, tip, exportedCh) })
 	wg.Go(func() { o.verifyStage(stageCtx, exportedCh, verifiedCh, res.DeleteSkipped != "") })
 	defer func() {
 		cancel()
@@ -187,6 +212,7 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 		wg.Wait()
 	}()
 	var mismatch bool
+	var batch []staged
 	for s := range verifiedCh {
 		if s.err != nil {
 			return res, s.err
@@ -194,52 +220,63 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		mr := s.mr
-		if mr.Problem != "" {
-			res.Problems = append(res.Problems, mr.Problem)
-			res.Months = append(res.Months, mr)
+		// A group's months are deleted together once the last one is
+		// verified. (Deleting a big group in two halves, the first while
+		// the second is read back, was slower: every page is scanned and
+		// dirtied twice.)
+		if batch = append(batch, s); !s.last {
 			continue
 		}
-		if o.DryRun {
-			res.Months = append(res.Months, mr)
-			continue
-		}
-		rec := s.rec
-		if mr.Uploaded {
-			res.MonthsUploaded++
-			res.RowsArchived += rec.RowCount
-			res.BytesUploaded += rec.CompressedBytes + s.manifestBytes
-		}
-		mr.Rows, mr.CompressedBytes = rec.RowCount, rec.CompressedBytes
-		if err := s.verifyErr; err != nil {
-			mismatch = true
-			mr.Problem = err.Error()
-			res.Problems = append(res.Problems, mr.Problem)
-			res.Months = append(res.Months, mr)
-			continue
-		}
-		mr.Verified = true
-		res.MonthsVerified++
-		if res.DeleteSkipped == "" {
-			n, err := deleteMonth(ctx, c, rec, o.DeleteBatch)
-			if err != nil {
-				if !errors.Is(err, ErrMismatch) {
-					return res, err
-				}
+		var del []Record
+		for i := range batch {
+			s := &batch[i]
+			if s.mr.Problem != "" || o.DryRun {
+				continue
+			}
+			if s.mr.Uploaded {
+				res.MonthsUploaded++
+				res.RowsArchived += s.rec.RowCount
+				res.BytesUploaded += s.rec.CompressedBytes + s.manifestBytes
+			}
+			s.mr.Rows, s.mr.CompressedBytes = s.rec.RowCount, s.rec.CompressedBytes
+			if s.verifyErr != nil {
 				mismatch = true
-				mr.Problem = err.Error()
-				res.Problems = append(res.Problems, mr.Problem)
-			} else {
+				s.mr.Problem = s.verifyErr.Error()
+				continue
+			}
+			s.mr.Verified = true
+			res.MonthsVerified++
+			if res.DeleteSkipped == "" {
+				del = append(del, s.rec)
+			}
+		}
+		var deleted map[Month]int64
+		var refused map[Month]error
+		if len(del) > 0 {
+			if deleted, refused, err = deleteMonths(ctx, c, del, o.DeleteBatch, byBlock, ranges); err != nil {
+				return res, err
+			}
+		}
+		for _, s := range batch {
+			mr := s.mr
+			if n, ok := deleted[mr.Month]; ok {
 				mr.Deleted = n
 				res.MonthsDeleted++
 				res.RowsDeleted += n
-				c.Logger.Info("deleted archived rows", "month", s.mr.Month.String(), "rows", n)
+				c.Logger.Info("deleted archived rows", "month", mr.Month.String(), "rows", n)
+			} else if e, ok := refused[mr.Month]; ok {
+				mismatch = true
+				mr.Problem = e.Error()
+			}
+			if mr.Problem != "" {
+				res.Problems = append(res.Problems, mr.Problem)
+			}
+			res.Months = append(res.Months, mr)
+			if mr.Verified && o.ProgressFunc != nil {
+				o.ProgressFunc(res)
 			}
 		}
-		res.Months = append(res.Months, mr)
-		if o.ProgressFunc != nil {
-			o.ProgressFunc(res)
-		}
+		batch = nil
 	}
 	// The export stage gives up without a word only when ctx is done.
 	if err := ctx.Err(); err != nil {
@@ -259,7 +296,10 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 type staged struct {
 	mr            MonthResult
 	rec           Record
+	plan          monthPlan
 	manifestBytes int64
+	// last: the last month of its group.
+	last bool
 	// verifyErr is the mismatch the read-back found (wraps ErrMismatch).
 	verifyErr error
 	err       error
@@ -275,15 +315,18 @@ func handOver(ctx context.Context, out chan<- staged, s staged) bool {
 	}
 }
 
-// verifyStage reads back and verifies every recorded archive from in (see
-// verifyForDelete) and hands each month on to out in order, with the
-// mismatch it found. Other errors stop it after handing them over. It
-// closes out when done.
+// verifyStage reads back and verifies every recorded archive from in, and
+// when count is set (no delete follows) compares each month with a fresh
+// count of the database, once per group; then it marks the months
+// verified and hands each on to out in order, with the mismatch it found
+// (at once without count, at the end of its group with). Other errors stop
+// it after handing them over. It closes out when done.
 func (o RunOptions) verifyStage(ctx context.Context, in <-chan staged, out chan<- staged, count bool) {
 	defer close(out)
+	var group []staged
 	for s := range in {
 		if s.err == nil && s.mr.Problem == "" && !o.DryRun {
-			if err := verifyForDelete(ctx, o.Config, &s.rec, count); err != nil {
+			if _, err := checkStored(ctx, o.Config.Store, s.rec); err != nil {
 				if errors.Is(err, ErrMismatch) {
 					s.verifyErr = err
 				} else {
@@ -291,158 +334,194 @@ func (o RunOptions) verifyStage(ctx context.Context, in <-chan staged, out chan<
 				}
 			}
 		}
-		if !handOver(ctx, out, s) || s.err != nil {
-			return
+		if group = append(group, s); count && !s.last && s.err == nil {
+			continue
 		}
-	}
-}
-
-// exportStage classifies every planned month, exports and records those
-// not archived yet (oldest first, extending the chain from tip), and hands
-// each month to out in order. It stops after the first error, which it
-// hands over too, and closes out when done; it gives up when ctx is done.
-func (o RunOptions) exportStage(ctx context.Context, cols []Column, plan []monthPlan, byMonth map[Month]Record, tip link, out chan<- staged) {
-	defer close(out)
-	c := o.Config
-	send := func(s staged) bool { return handOver(ctx, out, s) }
-	for _, p := range plan {
-		s := staged{mr: MonthResult{Month: p.Month, Rows: p.Rows}}
-		if err := ctx.Err(); err != nil {
-			s.err = err
-			send(s)
-			return
+		if s.err == nil {
+			s.err = o.markVerified(ctx, group, count)
+			group[len(group)-1].err = s.err
 		}
-		rec, ok := byMonth[p.Month]
-		switch {
-		case ok && (rec.State == StateDeleted || rec.State == StatePurged):
-			s.mr.Problem = fmt.Sprintf("%d rows of %s are in audit_logs although the month was archived and deleted (written later?); they are not archived", p.Rows, p.Month)
-		case !ok && p.Month.Before(tip.month):
-			s.mr.Problem = fmt.Sprintf("%d rows of %s are older than the newest archive (%s); archiving them would break the chain", p.Rows, p.Month, tip.month)
-		}
-		if s.mr.Problem == "" && !o.DryRun && !ok {
-			var until time.Time
-			if o.ObjectLock {
-				until = p.Month.End().AddDate(o.Retain.Years, o.Retain.Months, 0)
-			}
-			e, err := exportMonth(ctx, c, cols, p, tip, until)
-			if err == nil {
-				rec, err = saveArchived(ctx, c, e)
-			}
-			if err != nil {
-				s.err = err
-				send(s)
+		for _, g := range group {
+			if !handOver(ctx, out, g) {
 				return
 			}
-			c.Logger.Info("archived month", "month", p.Month.String(), "rows", rec.RowCount, "bytes", rec.CompressedBytes)
-			tip = link{rec.Month, rec.ManifestSHA256}
-			s.mr.Uploaded = true
-			s.manifestBytes = int64(len(e.manifestRaw))
 		}
-		s.rec = rec
-		if !send(s) {
+		if s.err != nil {
 			return
 		}
+		group = group[:0]
 	}
 }
 
-// planMonths counts, in one pass over audit_logs, the rows of every month
-// up to and including last. It groups by the timestamp date_trunc gives,
-// not its ::date: the planner guesses a group per row for the cast and
-// sorted the whole eligible set on disk; grouped by the timestamp it
-// hashes (a third faster on 1.2M rows).
-func planMonths(ctx context.Context, c Config, last Month) ([]monthPlan, error) {
-	rows, err := c.Pool.Query(ctx, `SELECT date_trunc('month', changed_at)::date, count(*), min(id)::bigint, max(id)::bigint, sum(id::bigint)
-FROM audit_logs WHERE changed_at < $1::timestamp GROUP BY date_trunc('month', changed_at) ORDER BY 1`, pgTimestamp(last.End()))
-	if err != nil {
-		return nil, fmt.Errorf("plan audit months: %w", err)
+// markVerified compares the read-back months of group that matched their
+// manifests with a fresh count of the database (when count is set: a
+// delete counts for itself), and records those that still match as
+// verified.
+func (o RunOptions) markVerified(ctx context.Context, group []staged, count bool) error {
+	c := o.Config
+	var recs []Record
+	for _, s := range group {
+		if s.err == nil && s.mr.Problem == "" && !o.DryRun && s.verifyErr == nil {
+			recs = append(recs, s.rec)
+		}
 	}
-	plan, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (monthPlan, error) {
-		var p monthPlan
-		var m time.Time
-		err := r.Scan(&m, &p.Rows, &p.MinID, &p.MaxID, &p.IDSum)
-		p.Month = Month{m.Year(), m.Month()}
-		return p, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("plan audit months: %w", err)
+	if len(recs) == 0 {
+		return nil
 	}
-	return plan, nil
-}
-
-// verifyForDelete reads the stored archive back and compares it with its
-// record and a fresh count of the month in the database, then marks the
-// record verified.
-//
-// count is false when a delete follows: it counts the month again inside
-// its own transaction, which is the count that matters.
-func verifyForDelete(ctx context.Context, c Config, rec *Record, count bool) error {
-	if _, err := checkStored(ctx, c.Store, *rec); err != nil {
-		return err
-	}
+	var counted map[Month]tally
 	if count {
-		n, sum, err := freshCount(ctx, c.Pool, *rec)
-		if err != nil {
+		var err error
+		if counted, err = countMonths(ctx, c.Pool, recs); err != nil {
 			return err
 		}
-		if n != rec.RowCount || sum != rec.IDSum {
-			return fmt.Errorf("%w: %s: audit_logs now holds %d rows of the month in ids %d-%d, the archive %d", ErrMismatch, rec.Month, n, rec.MinID, rec.MaxID, rec.RowCount)
-		}
 	}
-	if rec.State == StateArchived {
-		if _, err := c.Pool.Exec(ctx, `UPDATE `+c.q()+`.audit_archive_months SET state = 'verified', verified_at = now() WHERE month = $1 AND state = 'archived'`, rec.Month.Start()); err != nil {
-			return fmt.Errorf("record %s verified: %w", rec.Month, err)
+	for i := range group {
+		s := &group[i]
+		if s.err != nil || s.mr.Problem != "" || o.DryRun || s.verifyErr != nil {
+			continue
 		}
-		rec.State = StateVerified
+		rec := &s.rec
+		if t := counted[rec.Month]; count && (t.n != rec.RowCount || t.sum != rec.IDSum) {
+			s.verifyErr = fmt.Errorf("%w: %s: audit_logs now holds %d rows of the month in ids %d-%d, the archive %d", ErrMismatch, rec.Month, t.n, rec.MinID, rec.MaxID, rec.RowCount)
+			continue
+		}
+		if rec.State == StateArchived {
+			if err := noWaitCommit(ctx, c, nil, `UPDATE `+c.q()+`.audit_archive_months SET state = 'verified', verified_at = now() WHERE month = $1 AND state = 'archived'`, rec.Month.Start()); err != nil {
+				return fmt.Errorf("record %s verified: %w", rec.Month, err)
+			}
+			rec.State = StateVerified
+		}
 	}
 	return nil
 }
 
-// deleteMonth deletes the month's rows in one transaction, by id windows,
-// and commits only if exactly the archived rows (count and id sum) went.
-// lock_timeout keeps it from queueing ahead of the app's inserts behind a
-// conflicting lock; the rows it deletes are old, so inserts never wait on it.
-func deleteMonth(ctx context.Context, c Config, rec Record, batch int64) (int64, error) {
-	var total, sum int64
-	err := pgx.BeginFunc(ctx, c.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', '1s', true), set_config($1, $2, true)`, DeleteSetting, rec.Month.String()); err != nil {
-			return err
-		}
-		var state string
-		if err := tx.QueryRow(ctx, `SELECT state FROM `+c.q()+`.audit_archive_months WHERE month = $1 FOR UPDATE`, rec.Month.Start()).Scan(&state); err != nil {
-			return err
-		}
-		if state != StateVerified {
-			return fmt.Errorf("%w: %s: state is %s, not verified", ErrMismatch, rec.Month, state)
-		}
-		n, s, err := freshCount(ctx, tx, rec)
-		if err != nil {
-			return err
-		}
-		if n != rec.RowCount || s != rec.IDSum {
-			return fmt.Errorf("%w: %s: audit_logs holds %d rows of the month, the archive %d", ErrMismatch, rec.Month, n, rec.RowCount)
-		}
-		from, to := pgTimestamp(rec.Month.Start()), pgTimestamp(rec.Month.End())
-		for lo := rec.MinID; lo <= rec.MaxID; lo += batch {
-			var n, s int64
-			err := tx.QueryRow(ctx, `WITH d AS (DELETE FROM audit_logs
-  WHERE id >= $1::bigint AND id < $2::bigint AND id <= $3::bigint AND changed_at >= $4::timestamp AND changed_at < $5::timestamp RETURNING id)
-SELECT count(*), coalesce(sum(id::bigint), 0) FROM d`, pgx.QueryExecModeExec, lo, lo+batch, rec.MaxID, from, to).Scan(&n, &s)
-			if err != nil {
-				return fmt.Errorf("delete %s: %w", rec.Month, err)
+// exportStage classifies every planned month, exports and records those
+// not archived yet (oldest first, extending the chain from tip; the months
+// of a group with one read), and hands each month to out in order. It
+// stops after the first error, which it hands over too, and closes out
+// when done; it gives up when ctx is done.
+func (o RunOptions) exportStage(ctx context.Context, cols []Column, groups []group, byMonth map[Month]Record, tip link, out chan<- staged) {
+	defer close(out)
+	c := o.Config
+	send := func(s staged) bool { return handOver(ctx, out, s) }
+	for _, g := range groups {
+		items := make([]staged, len(g.Months))
+		var todo []monthPlan
+		for i, p := range g.Months {
+			s := staged{mr: MonthResult{Month: p.Month, Rows: p.Rows}, plan: p, last: i == len(g.Months)-1}
+			rec, ok := byMonth[p.Month]
+			switch {
+			case ok && (rec.State == StateDeleted || rec.State == StatePurged):
+				s.mr.Problem = fmt.Sprintf("%d rows of %s are in audit_logs although the month was archived and deleted (written later?); they are not archived", p.Rows, p.Month)
+			case !ok && p.Month.Before(tip.month):
+				s.mr.Problem = fmt.Sprintf("%d rows of %s are older than the newest archive (%s); archiving them would break the chain", p.Rows, p.Month, tip.month)
 			}
-			total, sum = total+n, sum+s
+			s.rec = rec
+			if s.mr.Problem == "" && !o.DryRun && !ok {
+				todo = append(todo, p)
+			}
+			items[i] = s
 		}
-		if total != rec.RowCount || sum != rec.IDSum {
-			return fmt.Errorf("%w: %s: the delete matched %d rows, the archive holds %d; rolled back", ErrMismatch, rec.Month, total, rec.RowCount)
+		// Months of the group between the first and the last to export
+		// that are not exported: the read must leave them out.
+		skipped := len(todo) > 0 && len(todo) < len(g.Months) &&
+			slices.ContainsFunc(g.Months, func(p monthPlan) bool {
+				return todo[0].Month.Before(p.Month) && p.Month.Before(todo[len(todo)-1].Month) && !slices.Contains(todo, p)
+			})
+		if err := ctx.Err(); err != nil {
+			send(staged{err: err})
+			return
 		}
-		_, err = tx.Exec(ctx, `UPDATE `+c.q()+`.audit_archive_months SET state = 'deleted', deleted_at = now(), deleted_rows = $2 WHERE month = $1`, rec.Month.Start(), total)
-		return err
-	})
-	if err != nil {
-		if errors.Is(err, ErrMismatch) {
-			return 0, err
+		var list []*monthSink
+		if len(todo) > 0 {
+			var err error
+			if list, err = exportGroup(ctx, c, cols, todo, skipped); err != nil {
+				send(staged{err: err})
+				return
+			}
 		}
-		return 0, fmt.Errorf("delete archived rows of %s: %w", rec.Month, err)
+		if !o.storeGroup(ctx, cols, items, list, &tip, send) {
+			return
+		}
 	}
-	return total, nil
+}
+
+// storeGroup compresses and stores the data of the exported months of
+// list (ahead, two at a time in goroutines of their own: while a group is
+// stored the server has nothing to do, so both cores may), then stores
+// their manifests and records them in order, extending the chain from tip;
+// it hands every item to send, in order. It reports whether to go on.
+func (o RunOptions) storeGroup(ctx context.Context, cols []Column, items []staged, list []*monthSink, tip *link, send func(staged) bool) bool {
+	c := o.Config
+	ctx, stop := context.WithCancel(ctx)
+	stored := make([]chan error, len(list))
+	for i := range stored {
+		stored[i] = make(chan error, 1)
+	}
+	jobs := make(chan int)
+	go func() {
+		defer close(jobs)
+		for i := range list {
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	until := func(m Month) time.Time {
+		if !o.ObjectLock {
+			return time.Time{}
+		}
+		return m.End().AddDate(o.Retain.Years, o.Retain.Months, 0)
+	}
+	var workers sync.WaitGroup
+	for range min(2, len(list)) {
+		workers.Go(func() {
+			for i := range jobs {
+				stored[i] <- list[i].storeData(ctx, c, until(list[i].plan.Month))
+			}
+		})
+	}
+	defer func() {
+		stop()
+		workers.Wait()
+		for _, s := range list {
+			s.close()
+		}
+	}()
+	next := 0
+	for _, s := range items {
+		if next < len(list) && list[next].plan.Month == s.plan.Month {
+			sink := list[next]
+			var err error
+			select {
+			case err = <-stored[next]:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+			next++
+			var e exported
+			if err == nil {
+				e, err = storeManifest(ctx, c, cols, sink, *tip, until(s.plan.Month))
+			}
+			if err == nil {
+				s.rec, err = saveArchived(ctx, c, e)
+			}
+			sink.close()
+			if err != nil {
+				s.err = err
+				send(s)
+				return false
+			}
+			c.Logger.Info("archived month", "month", s.plan.Month.String(), "rows", s.rec.RowCount, "bytes", s.rec.CompressedBytes)
+			*tip = link{s.rec.Month, s.rec.ManifestSHA256}
+			s.mr.Uploaded = true
+			s.manifestBytes = int64(len(e.manifestRaw))
+		}
+		if !send(s) {
+			return false
+		}
+	}
+	return true
 }

@@ -413,7 +413,7 @@ func builtinChecks() []*check {
 		// The audit trail.
 		{
 			id: "audit_trigger_missing", category: catAudit, severity: Critical,
-			description: "audit_logs lacks an enabled row trigger refusing UPDATE or DELETE (ids are the unprotected operations)",
+			description: "audit_logs lacks an enabled trigger refusing UPDATE (per row) or DELETE (per row or statement) (ids are the unprotected operations)",
 			needs:       []need{{"audit_logs", []string{"id"}}},
 			applies: func(s *schemaInfo) string {
 				// The older schema generation never had the trigger: saying so
@@ -425,11 +425,12 @@ func builtinChecks() []*check {
 				return "older schema generation: audit_logs never had immutability triggers"
 			},
 			query: func(q *qctx) string {
-				// tgtype bits: 1 row, 8 delete, 16 update.
+				// tgtype bits: 1 row, 8 delete, 16 update. DELETE may be
+				// refused per statement: the audit-archive guard does so.
 				return `SELECT op.name AS id FROM (VALUES ('DELETE', 8), ('UPDATE', 16)) op(name, bit)
 					WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 						WHERE n.nspname = ` + quoteLiteral(q.opts.Schema) + ` AND c.relname = 'audit_logs' AND NOT t.tgisinternal
-						AND t.tgenabled <> 'D' AND t.tgtype & 1 = 1 AND t.tgtype & op.bit = op.bit)`
+						AND t.tgenabled <> 'D' AND (t.tgtype & 1 = 1 OR op.bit = 8) AND t.tgtype & op.bit = op.bit)`
 			},
 		},
 		{
