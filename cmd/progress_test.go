@@ -125,6 +125,21 @@ func TestProgressAtATerminal(t *testing.T) {
 	require.Contains(t, stdout.String(), "stored in "+store)
 	require.Contains(t, stderr.String(), `"msg":"run finished"`, "logs are JSON lines when stderr is not a terminal")
 
+	// audit-archive counts months at the terminal too: one frame per phase
+	// at least, ending at every planned month.
+	arch := "file://" + t.TempDir()
+	out, code = runInPty(t, env, bin, "audit-archive", "run", "--storage", arch, "--archive-after", "6mo", "--keep-online")
+	require.Equal(t, 0, code, out)
+	months := regexp.MustCompile(`archive +\d+% \|[^|]*\| \((\d+)/(\d+), [^)]*months`).FindAllStringSubmatch(out, -1)
+	require.NotEmpty(t, months, "audit-archive draws its months:\n%q", out)
+	most := 0
+	for _, m := range months {
+		n, _ := strconv.Atoi(m[1])
+		most = max(most, n)
+	}
+	require.Positive(t, most, "months done rise above 0: %v", months)
+	require.Contains(t, out, "archived", "the summary follows")
+
 	// Another process sees the progress rise in jobs status --json, from
 	// one heartbeat to the next.
 	bg := exec.Command(bin, "backup", "--storage", store, "--heartbeat", "100ms", "--compression", "4", "--jobs", "1", "--threads", "1")

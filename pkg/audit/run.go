@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 // RunOptions configure Run. Zero values mean defaults.
@@ -41,6 +42,9 @@ type RunOptions struct {
 	PassRows int64
 	// ProgressFunc, when set, is called after each month with the result so far.
 	ProgressFunc func(RunResult)
+	// Tracker, when set, counts the months done (exported, verified and
+	// deleted, or found wanting) of those the run plans.
+	Tracker *progress.Tracker
 }
 
 // Validate names the first bad field.
@@ -200,6 +204,11 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 	// months. A group of several months (ids that do not follow time) is
 	// exported by one scan, and verified and deleted together once its
 	// last month has been read back.
+	planned := 0
+	for _, g := range groups {
+		planned += len(g.Months)
+	}
+	o.Tracker.Phase("archive", progress.Months, int64(planned))
 	stageCtx, cancel := context.WithCancel(ctx)
 	exportedCh, verifiedCh := make(chan staged), make(chan staged)
 	var wg sync.WaitGroup
@@ -272,6 +281,7 @@ func Run(ctx context.Context, o RunOptions) (RunResult, error) {
 				res.Problems = append(res.Problems, mr.Problem)
 			}
 			res.Months = append(res.Months, mr)
+			o.Tracker.Add(1)
 			if mr.Verified && o.ProgressFunc != nil {
 				o.ProgressFunc(res)
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ip2a/ip2a-ops/pkg/audit"
 	"github.com/ip2a/ip2a-ops/pkg/fixture"
+	"github.com/ip2a/ip2a-ops/pkg/progress"
 )
 
 func TestRunArchivesVerifiesAndDeletesBehindGuard(t *testing.T) {
@@ -18,8 +19,14 @@ func TestRunArchivesVerifiesAndDeletesBehindGuard(t *testing.T) {
 	require.Positive(t, eligible)
 
 	// Without the guard: archives and verifies, deletes nothing, says why.
-	res, err := audit.Run(ctx, audit.RunOptions{Config: e.cfg})
+	tr := progress.NewTracker(nil)
+	res, err := audit.Run(ctx, audit.RunOptions{Config: e.cfg, Tracker: tr})
 	require.NoError(t, err)
+	st0, ok := tr.Snapshot()
+	require.True(t, ok)
+	require.Equal(t, "archive", st0.Phase)
+	require.Equal(t, int64(len(res.Months)), st0.Done, "every planned month counted once")
+	require.Equal(t, st0.Total, st0.Done)
 	require.False(t, res.GuardInstalled)
 	require.Contains(t, res.DeleteSkipped, "install-guard")
 	require.Equal(t, audit.Month{Year: 2023, Month: 10}, res.LastEligible)

@@ -90,6 +90,7 @@ var AuditArchive = &Def[AuditArchiveArgs, audit.RunResult]{
 		return func(ctx context.Context, env Env) (audit.RunResult, error) {
 			opts.Logger = env.Logger
 			opts.ProgressFunc = func(r audit.RunResult) { env.summary(r) }
+			opts.Tracker = env.Tracker
 			return audit.Run(ctx, opts)
 		}, nil
 	},
