@@ -336,9 +336,10 @@ func resolveEntry(args []string) (string, scheduler.CatchUp, error) {
 	return name, job.DefaultCatchUp(), nil
 }
 
-// jobAnnotation marks a command that runs a job (runJob), so resolving a
-// crontab line executes only those in capture mode.
+// jobAnnotation marks a command that runs a job (runJob) with the job's
+// kind, so resolving a crontab line executes only those in capture mode,
+// and `tasks enqueue KIND -- FLAGS` finds the command that reads FLAGS.
 const jobAnnotation = "ip2a-ops-job"
 
-// jobAnnotations are the annotations of a job command.
-var jobAnnotations = map[string]string{jobAnnotation: "true"}
+// jobCommand is the annotations of a command that runs job.
+func jobCommand(job jobs.Job) map[string]string { return map[string]string{jobAnnotation: job.Kind()} }

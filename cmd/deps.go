@@ -68,6 +68,8 @@ type deps struct {
 	pool     *pgxpool.Pool
 	url      string
 	migrated bool
+	// storesMu guards stores: a worker's tasks open storage concurrently.
+	storesMu sync.Mutex
 	stores   map[storage.Config]storage.Store
 }
 
@@ -199,6 +201,8 @@ func (d *deps) storage(ctx context.Context, url string) (storage.Store, error) {
 	}
 	// Keyed by the whole configuration, secrets included: two that differ
 	// only in a key must not share a store.
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
 	if s, ok := d.stores[cfg]; ok {
 		return s, nil
 	}

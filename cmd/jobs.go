@@ -279,6 +279,9 @@ func printRun(w io.Writer, r ledger.Run) {
 	if r.Slot != nil {
 		fmt.Fprintf(w, "slot:      %s\n", r.Slot.UTC().Format(time.RFC3339))
 	}
+	if r.TaskID != nil {
+		fmt.Fprintf(w, "task:      %d   (ip2a-ops tasks status %d)\n", *r.TaskID, *r.TaskID)
+	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "error:     %s\n", r.Error)
 	}

@@ -35,7 +35,7 @@ several, share one database's tasks: each task goes to one worker. Tasks
 come from 'ip2a-ops tasks enqueue', from the app (riverqueue-python; see
 docs/tasks.md) or from any River client.
 
-  - Kinds this worker runs: ` + strings.Join(taskHandlers().Kinds(), ", ") + `.
+  - Kinds this worker runs: ` + strings.Join(d.taskHandlers().Kinds(), ", ") + `.
   - A failed attempt is retried with backoff (1 s, 16 s, 81 s, ...) until the
     task's max attempts, then the task is failed; a task whose args do not
     parse fails at once.
@@ -81,7 +81,7 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 	if o.concurrency < 1 {
 		return exitcode.Usagef("--concurrency 4", "--concurrency must be at least 1")
 	}
-	handlers := taskHandlers()
+	handlers := d.taskHandlers()
 	app, err := d.appTaskHandlers()
 	if err != nil {
 		return err

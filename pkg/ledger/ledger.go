@@ -50,6 +50,8 @@ type Run struct {
 	// Progress is the latest progress the run's heartbeat stored: live
 	// while it runs, where it stopped once it has ended.
 	Progress *progress.State `json:"progress,omitempty"`
+	// TaskID is the queue task the run served (trigger queue), else nil.
+	TaskID *int64 `json:"task_id,omitempty"`
 }
 
 // Duration is finished minus started, or heartbeat minus started while running.
@@ -83,6 +85,8 @@ type StartParams struct {
 	// abandoned and no longer blocks the job.
 	StaleAfter time.Duration
 	Slot       *time.Time
+	// TaskID, when not 0, is the queue task the run serves.
+	TaskID int64
 }
 
 // BusyError is returned (it wraps exitcode.ErrSkipped) when another run of
@@ -97,14 +101,14 @@ func (e *BusyError) Error() string {
 }
 func (e *BusyError) Unwrap() error { return exitcode.ErrSkipped }
 
-const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot, progress::text"
+const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot, progress::text, task_id"
 
 func scan(row pgx.Row) (Run, error) {
 	var r Run
 	var args []byte
 	var summary []byte
 	var prog *string
-	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot, &prog)
+	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot, &prog, &r.TaskID)
 	if err != nil {
 		return r, err
 	}
@@ -157,6 +161,10 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	argsJSON, _ := json.Marshal(p.Args)
 	args := string(argsJSON)
 	dbID := l.databaseID(ctx)
+	var taskID *int64
+	if p.TaskID != 0 {
+		taskID = &p.TaskID
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		if _, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
 			error = CASE WHEN database_id <> $3 THEN '`+abandonedCopied+`'
@@ -164,10 +172,10 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 			WHERE state = 'running' AND ((job = $1 AND heartbeat_at < now() - $2::interval) OR database_id <> $3)`, p.Job, p.StaleAfter.String(), dbID); err != nil {
 			return Run{}, fmt.Errorf("ledger: expire stale runs: %w", err)
 		}
-		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id)
-			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7)
+		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7, $8)
 			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID))
+			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID, taskID))
 		if err == nil {
 			return r, nil
 		}
@@ -182,9 +190,9 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 			return Run{}, fmt.Errorf("ledger: read active run: %w", err)
 		}
 		busy := &BusyError{Holder: holder}
-		skipped, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot)
-			VALUES ($1, $2, $3, $4, $5::jsonb, 'skipped', now(), $6, $7, $8) RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, args, exitcode.Skipped, busy.Error(), p.Slot))
+		skipped, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot, task_id)
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'skipped', now(), $6, $7, $8, $9) RETURNING `+cols,
+			p.Job, p.Trigger, p.Host, p.PID, args, exitcode.Skipped, busy.Error(), p.Slot, taskID))
 		if err != nil {
 			return Run{}, fmt.Errorf("ledger: record skipped run: %w", err)
 		}

@@ -94,6 +94,8 @@ type Spec struct {
 	// Progress, when set, is the tracker handed to the job as Run.Progress,
 	// so the caller can also draw it (a terminal display); nil: a new one.
 	Progress *progress.Tracker
+	// TaskID, when not 0, is the queue task the run serves (recorded, logged).
+	TaskID int64
 }
 
 // Run is handed to a job function.
@@ -188,7 +190,7 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		return rep
 	}
 
-	row, err := rn.Ledger.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot})
+	row, err := rn.Ledger.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot, TaskID: spec.TaskID})
 	if err != nil {
 		var busy *ledger.BusyError
 		if errors.As(err, &busy) {
@@ -209,6 +211,9 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	log := logger.With("job", spec.Job, "run_id", row.ID)
 	if spec.Slot != nil {
 		log = log.With("slot", spec.Slot.UTC().Format(time.RFC3339))
+	}
+	if spec.TaskID != 0 {
+		log = log.With("task_id", spec.TaskID)
 	}
 	log.Info("run started", "trigger", spec.Trigger)
 	startNotified := make(chan struct{})
