@@ -64,6 +64,9 @@ type deps struct {
 	// logOut is where the logger writes: stderr, or through the progress
 	// display while one is drawn, so a log line never lands inside it.
 	logOut *stderrSink
+	// busySnooze is worker --busy-snooze: how long a queued job that
+	// found its job busy waits.
+	busySnooze time.Duration
 
 	pool     *pgxpool.Pool
 	url      string

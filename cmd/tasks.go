@@ -25,7 +25,7 @@ import (
 func (d *deps) taskHandlers() tasks.Handlers {
 	h := tasks.Builtin()
 	maps.Copy(h, unconfiguredAppKinds())
-	maps.Copy(h, jobs.TaskHandlers(d.jobEnv(), jobs.TaskOptions{}))
+	maps.Copy(h, jobs.TaskHandlers(d.jobEnv(), jobs.TaskOptions{SkipSnooze: d.busySnooze}))
 	return h
 }
 
