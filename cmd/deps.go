@@ -18,6 +18,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -65,8 +66,10 @@ type deps struct {
 	// display while one is drawn, so a log line never lands inside it.
 	logOut *stderrSink
 	// busySnooze is worker --busy-snooze: how long a queued job that
-	// found its job busy waits.
+	// found its job busy waits. outboxPace, set by the worker, spaces the
+	// notification backlog passes of its many runs.
 	busySnooze time.Duration
+	outboxPace *notify.Pace
 
 	pool     *pgxpool.Pool
 	url      string

@@ -13,6 +13,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/httpserve"
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
@@ -123,6 +124,8 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 		return err
 	}
 	defer stopWeb()
+	// Queued runs take the notification backlog once a minute, not each.
+	d.outboxPace = &notify.Pace{Every: time.Minute}
 	return tasks.RunWorker(ctx, pool, tasks.WorkerOptions{
 		Schema: d.g.schema, Handlers: handlers, Queues: o.queues, Concurrency: o.concurrency,
 		StopTimeout: o.stopTimeout, Timeout: o.taskTimeout, RescueAfter: o.rescueAfter, Logger: d.logger,

@@ -37,6 +37,8 @@ type Request struct {
 	// Progress, when set, is the run's tracker, so the caller can draw it
 	// (a terminal); nil: the runner makes one.
 	Progress *progress.Tracker
+	// LazyCommit: see runner.Spec (a queue's worker sets it).
+	LazyCommit bool
 }
 
 // Response is what came of a Request.
@@ -78,7 +80,7 @@ func Execute(ctx context.Context, env Env, req Request) (Response, error) {
 	resp := Response{Job: name}
 	var ran bool
 	rep := rn.Execute(ctx, runner.Spec{Job: name, Trigger: req.Trigger, Args: req.CommandLine, Slot: req.Slot, MaxRuntime: req.MaxRuntime,
-		Progress: req.Progress, TaskID: req.TaskID},
+		Progress: req.Progress, TaskID: req.TaskID, LazyCommit: req.LazyCommit},
 		func(ctx context.Context, run *runner.Run) (any, error) {
 			renv := env
 			renv.Logger = run.Logger

@@ -160,3 +160,54 @@ func TestCopiedRunningRowIsAbandoned(t *testing.T) {
 	require.NoError(t, err, "a database without the ledger has nothing to mark")
 	require.Zero(t, n)
 }
+
+// TestLazyCommit: a lazy ledger's writes commit with synchronous_commit off
+// for their own transaction only (it never leaks into the connection's next
+// statement), record the same rows, and report SQL errors.
+func TestLazyCommit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	cfg.MaxConns = 1 // every statement on the same session
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = migrate.Up(t.Context(), pool, migrate.DefaultSchema)
+	require.NoError(t, err)
+	ctx := t.Context()
+	lazy := New(pool, migrate.DefaultSchema).LazyCommit()
+
+	var setting string
+	require.NoError(t, lazy.w.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&setting))
+	require.Equal(t, "off", setting)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&setting))
+	require.Equal(t, "on", setting, "the setting does not outlive the write's transaction")
+
+	run, err := lazy.Start(ctx, StartParams{Job: "queued", Trigger: "queue", Host: "h", PID: 1, TaskID: 7})
+	require.NoError(t, err)
+	require.Equal(t, int64(7), *run.TaskID)
+	_, err = lazy.Start(ctx, StartParams{Job: "queued", Trigger: "queue", Host: "h", PID: 2, TaskID: 8})
+	var busy *BusyError
+	require.ErrorAs(t, err, &busy)
+	require.Equal(t, int64(8), *busy.Skipped.TaskID)
+	require.NoError(t, lazy.Heartbeat(ctx, run.ID, map[string]int{"done": 1}, nil))
+	require.Error(t, lazy.Finish(ctx, run.ID, "bogus", 0, "", nil), "a CHECK violation is reported")
+	require.NoError(t, lazy.Finish(ctx, run.ID, Succeeded, 0, "", nil))
+	got, err := lazy.Get(ctx, run.ID)
+	require.NoError(t, err)
+	require.Equal(t, Succeeded, got.State)
+	require.JSONEq(t, `{"done": 1}`, string(got.Summary))
+	require.ErrorIs(t, lazy.Heartbeat(ctx, run.ID, nil, nil), ErrLostClaim)
+
+	// A stale holder is expired through the lazy writer too.
+	old, err := lazy.Start(ctx, StartParams{Job: "stale", Trigger: "queue", Host: "h", PID: 1})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE ip2a_ops.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1`, old.ID)
+	require.NoError(t, err)
+	_, err = lazy.Start(ctx, StartParams{Job: "stale", Trigger: "queue", Host: "h", PID: 2})
+	require.NoError(t, err)
+	got, err = lazy.Get(ctx, old.ID)
+	require.NoError(t, err)
+	require.Equal(t, Abandoned, got.State)
+}

@@ -96,6 +96,9 @@ type Spec struct {
 	Progress *progress.Tracker
 	// TaskID, when not 0, is the queue task the run serves (recorded, logged).
 	TaskID int64
+	// LazyCommit records the run with ledger.LazyCommit: for a caller that
+	// commits synchronously after the run (a queue completing its task).
+	LazyCommit bool
 }
 
 // Run is handed to a job function.
@@ -190,7 +193,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		return rep
 	}
 
-	row, err := rn.Ledger.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot, TaskID: spec.TaskID})
+	led := rn.Ledger
+	if spec.LazyCommit {
+		led = led.LazyCommit()
+	}
+	row, err := led.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot, TaskID: spec.TaskID})
 	if err != nil {
 		var busy *ledger.BusyError
 		if errors.As(err, &busy) {
@@ -257,7 +264,7 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 				if st, ok := tracker.Snapshot(); ok {
 					prog = &st
 				}
-				err := rn.Ledger.Heartbeat(hctx, row.ID, run.takeSummary(), prog)
+				err := led.Heartbeat(hctx, row.ID, run.takeSummary(), prog)
 				c()
 				if errors.Is(err, ledger.ErrLostClaim) {
 					log.Error("lost the job's claim in the ledger; stopping")
@@ -294,11 +301,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	defer c()
 	if st, ok := tracker.Snapshot(); ok {
 		// Where the job stopped, not where the last heartbeat saw it.
-		if err := rn.Ledger.Heartbeat(fctx, row.ID, nil, &st); err != nil && !errors.Is(err, ledger.ErrLostClaim) {
+		if err := led.Heartbeat(fctx, row.ID, nil, &st); err != nil && !errors.Is(err, ledger.ErrLostClaim) {
 			log.Warn("could not record the final progress", "error", dbconn.Redact(err.Error()))
 		}
 	}
-	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
+	if err := finishWithRetry(fctx, led, row.ID, rep); err != nil {
 		log.Error("could not record the end of the run", "error", dbconn.Redact(err.Error()))
 		if rep.Err == nil {
 			rep = finish(ledger.Failed, err)
