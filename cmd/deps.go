@@ -74,6 +74,8 @@ type deps struct {
 	pool     *pgxpool.Pool
 	url      string
 	migrated bool
+	ledMu    sync.Mutex
+	led      *ledger.Ledger
 	// storesMu guards stores: a worker's tasks open storage concurrently.
 	storesMu sync.Mutex
 	stores   map[storage.Config]storage.Store
@@ -191,7 +193,14 @@ func (d *deps) ledger(ctx context.Context) (*ledger.Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ledger.New(pool, d.g.schema), nil
+	// One per process: it learns the database's identity once, and a
+	// worker's runs share what its first Start swept.
+	d.ledMu.Lock()
+	defer d.ledMu.Unlock()
+	if d.led == nil {
+		d.led = ledger.New(pool, d.g.schema)
+	}
+	return d.led, nil
 }
 
 // storage opens (once per URL) the store at url: file:///dir, a path, or

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"sync"
 	"testing"
@@ -210,4 +211,91 @@ func TestLazyCommit(t *testing.T) {
 	got, err = lazy.Get(ctx, old.ID)
 	require.NoError(t, err)
 	require.Equal(t, Abandoned, got.State)
+}
+
+// TestLazyCommitConcurrentRuns: many runs starting and ending at once
+// through lazy ledgers (a worker's tasks) each get their own row, each job
+// is claimed once, and one bad end fails only itself.
+func TestLazyCommitConcurrentRuns(t *testing.T) {
+	t.Parallel()
+	base, pool := newLedger(t)
+	ctx := t.Context()
+	const jobs, perJob = 40, 3
+	type result struct {
+		run Run
+		err error
+	}
+	results := make([]result, jobs*perJob)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A LazyCommit ledger per run, as the runner makes them.
+			r, err := base.LazyCommit().Start(ctx, StartParams{Job: fmt.Sprintf("job-%d", i%jobs), Trigger: "queue", Host: "h", PID: i, TaskID: int64(i + 1)})
+			results[i] = result{r, err}
+		}()
+	}
+	wg.Wait()
+	claimed := map[string]int{}
+	for i, r := range results {
+		var busy *BusyError
+		switch {
+		case r.err == nil:
+			claimed[r.run.Job]++
+			require.Equal(t, int64(i+1), *r.run.TaskID)
+			require.Equal(t, i, r.run.PID)
+		case errors.As(r.err, &busy):
+			require.Equal(t, int64(i+1), *busy.Skipped.TaskID)
+		default:
+			t.Fatalf("start %d: %v", i, r.err)
+		}
+	}
+	require.Len(t, claimed, jobs)
+	for job, n := range claimed {
+		require.Equal(t, 1, n, job)
+	}
+
+	bad := -1 // the first claimed run ends with a state the table refuses
+	for i, r := range results {
+		if r.err == nil && bad < 0 {
+			bad = i
+		}
+	}
+	errs := make([]error, len(results))
+	for i, r := range results {
+		if r.err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			state := Succeeded
+			if i == bad {
+				state = "bogus" // violates the state CHECK
+			}
+			errs[i] = base.LazyCommit().Finish(ctx, r.run.ID, state, 0, "", map[string]int{"i": i})
+		}()
+	}
+	wg.Wait()
+	var failed int
+	for i, r := range results {
+		if r.err != nil {
+			continue
+		}
+		if i == bad {
+			require.Error(t, errs[i])
+			failed++
+			continue
+		}
+		require.NoError(t, errs[i])
+	}
+	require.Equal(t, 1, failed)
+	var running, succeeded, skipped int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'succeeded'),
+		count(*) FILTER (WHERE state = 'skipped') FROM ip2a_ops.runs`).Scan(&running, &succeeded, &skipped))
+	require.Equal(t, []int{1, jobs - 1, jobs*perJob - jobs}, []int{running, succeeded, skipped})
+	var mismatched int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.runs WHERE state = 'succeeded' AND (summary->>'i')::int <> pid`).Scan(&mismatched))
+	require.Zero(t, mismatched, "each end landed on its own run")
 }
