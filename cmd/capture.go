@@ -39,7 +39,7 @@ func (d *deps) captureJob(ctx context.Context, args []string) (*capturedJob, err
 }
 
 // metadata is what a worker needs besides the args: the run's maximum
-// runtime and, for a daemon slot, the slot.
+// runtime and, for a daemon slot, the slot (nil when neither).
 func (c *capturedJob) metadata(slot *time.Time) map[string]string {
 	m := map[string]string{}
 	if c.MaxRuntime > 0 {
@@ -47,6 +47,9 @@ func (c *capturedJob) metadata(slot *time.Time) map[string]string {
 	}
 	if slot != nil {
 		m[jobs.TaskMetaSlot] = slot.UTC().Format(time.RFC3339)
+	}
+	if len(m) == 0 {
+		return nil
 	}
 	return m
 }

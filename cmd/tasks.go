@@ -75,6 +75,7 @@ type tasksEnqueueOptions struct {
 	priority    int
 	maxAttempts int
 	queue       string
+	dryRun      bool
 }
 
 func newTasksEnqueueCmd(d *deps) *cobra.Command {
@@ -99,11 +100,14 @@ defaults), so a bad flag is refused now and nothing is queued:
 A worker runs it through the run ledger (trigger queue, the task id on the
 run); the task's output names the run. --args JSON gives the args as JSON
 instead (an object; for a job, its versioned arguments; see docs/tasks.md).
+--dry-run prints the args (and metadata) the task would get and queues
+nothing: what the app's enqueuing code should send.
 
 Exit codes: 0 queued (or already queued), 1 the database failed,
 2 usage or configuration error (unknown kind, bad job flags or args,
 queue not migrated).`,
 		Example: `  ip2a-ops tasks enqueue grant-report -- --all-active --last-month --out /var/lib/ip2a-ops/reports
+  ip2a-ops tasks enqueue backup --dry-run -- --prune
   ip2a-ops tasks enqueue backup --at 2025-07-01T02:00:00Z --unique-for 24h -- --prune
   ip2a-ops tasks enqueue noop
   ip2a-ops tasks enqueue test.sleep --args '{"seconds": 5}' --in 10m`,
@@ -132,6 +136,7 @@ queue not migrated).`,
 	f.IntVar(&o.priority, "priority", tasks.DefaultPriority, "1 (first) to 4 (last)")
 	f.IntVar(&o.maxAttempts, "max-attempts", tasks.DefaultMaxAttempts, "attempts before the task is failed")
 	f.StringVar(&o.queue, "queue", tasks.DefaultQueue, "queue the task goes to (workers take the queues given to --queues)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the task's args and metadata as JSON and queue nothing")
 	return c
 }
 
@@ -174,6 +179,9 @@ func runTasksEnqueue(ctx context.Context, d *deps, kind string, jobFlags []strin
 		if err := job.Validate(args); err != nil {
 			return exitcode.UsageError(err, "ip2a-ops tasks enqueue "+kind+" -- JOB FLAGS   (the args of each kind: docs/tasks.md)")
 		}
+	}
+	if o.dryRun {
+		return writeJSON(d.stdout, map[string]any{"kind": kind, "args": args, "metadata": opts.Metadata})
 	}
 	svc, err := d.taskService(ctx)
 	if err != nil {

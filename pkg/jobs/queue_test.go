@@ -215,3 +215,14 @@ func TestTaskHandlersCoverTheRegistry(t *testing.T) {
 	}
 	require.Equal(t, kinds, h.Kinds())
 }
+
+// TestTasksDocListsEveryJob: docs/tasks.md names every job kind the
+// worker runs, so the app's developers find each one's args there.
+func TestTasksDocListsEveryJob(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/tasks.md")
+	require.NoError(t, err)
+	for _, j := range All() {
+		require.Contains(t, string(doc), "`"+j.Kind()+"`", "docs/tasks.md lists kind %s", j.Kind())
+	}
+}
