@@ -38,9 +38,10 @@ func main() {
 	dbURL := flag.String("database-url", os.Getenv("DATABASE_URL"), "server to create the bench database on (default: a throwaway cluster)")
 	idle := flag.Duration("idle", time.Minute, "idle measurement window")
 	samples := flag.Int("latency-samples", 100, "tasks enqueued one by one for the latency figure")
-	n := flag.Int("tasks", 20000, "no-op tasks per throughput run")
+	n := flag.Int("tasks", 20000, "tasks per throughput run")
 	conc := flag.Int("concurrency", 100, "tasks running at once per worker process (both sides)")
 	bare := flag.String("bare-worker", "", "internal: run a bare River no-op worker on this database URL")
+	baseline := flag.String("baseline-bin", "", "an ip2a-ops binary whose registry-job throughput is measured beside this one's (e.g. an older build)")
 	flag.Parse()
 	if *bare != "" {
 		if err := bareWorker(*bare, *conc); err != nil {
@@ -49,13 +50,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(*dbURL, *idle, *samples, *n, *conc); err != nil {
+	if err := run(*dbURL, *idle, *samples, *n, *conc, *baseline); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/tasks:", err)
 		os.Exit(1)
 	}
 }
 
-func run(admin string, idle time.Duration, samples, n, conc int) error {
+func run(admin string, idle time.Duration, samples, n, conc int, baseline string) error {
 	ctx := context.Background()
 	env, err := benchkit.Setup(ctx, admin)
 	if err != nil {
@@ -82,11 +83,12 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 		return err
 	}
 
-	worker := func(c int) *exec.Cmd {
+	workerOf := func(bin string, c int) *exec.Cmd {
 		cmd := exec.Command(bin, "--database-url", db, "--log-level", "warn", "worker", "--concurrency", strconv.Itoa(c))
 		cmd.Stderr = os.Stderr
 		return cmd
 	}
+	worker := func(c int) *exec.Cmd { return workerOf(bin, c) }
 	start, stop := benchkit.Start, benchkit.Stop
 
 	// 1. An idle worker: memory and CPU; then enqueue-to-start latency.
@@ -192,6 +194,15 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 		}
 		if err := through("  ip2a-ops worker, sleep job + ledger"+sfx, "sleep", job, jobs...); err != nil {
 			return err
+		}
+		if baseline != "" {
+			var base []*exec.Cmd
+			for range procs {
+				base = append(base, workerOf(baseline, conc))
+			}
+			if err := through("  -baseline-bin, sleep job + ledger"+sfx, "sleep", job, base...); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
