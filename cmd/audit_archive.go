@@ -43,7 +43,7 @@ func newAuditArchiveCmd(d *deps) *cobra.Command {
 	var ro auditRunOptions
 	c := &cobra.Command{
 		Use:         "audit-archive",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditArchive),
 		Short:       "Archive old audit_logs months to verified storage, purge past retention",
 		Long: `Move audit_logs rows older than --archive-after (default 3 years) to cold
 storage, one archive per calendar month of changed_at (UTC), and purge
@@ -90,7 +90,7 @@ S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_REGION (or IP2A_OPS_S3_*).
 
 	run := &cobra.Command{
 		Use:         "run",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditArchive),
 		Short:       "Archive, verify and (with the guard) delete every eligible month",
 		Long:        "Archive every whole month older than --archive-after, verify, and delete its rows when the guard is installed.\n\n" + auditExitCodes,
 		Args:        cobra.NoArgs,
@@ -190,7 +190,7 @@ func newAuditGuardCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var print bool
 	c := &cobra.Command{
 		Use:         "install-guard",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditInstallGuard),
 		Short:       "Let ip2a-ops delete verified months while audit_logs stays immutable for everyone else",
 		Long: `Install (opt-in) the triggers that keep audit_logs immutable for everybody
 while letting ip2a-ops delete the rows of months it has archived and verified:
@@ -300,7 +300,7 @@ func monthList(ms []audit.Month) string {
 func newAuditVerifyCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:         "verify",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditVerify),
 		Short:       "Read every archive back and check it against its manifest and the chain",
 		Long:        "Read every stored archive back (manifest hash, compressed and raw hashes, row count and id sum) and check the chain of manifests.\n\nExit codes: 0 every archive verified, 1 an archive or the chain does not match (or storage failed), 2 configuration error, 4 another verify is running, 130 interrupted.",
 		Args:        cobra.NoArgs,
@@ -326,7 +326,7 @@ func newAuditPurgeCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var apply bool
 	c := &cobra.Command{
 		Use:         "purge",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditPurge),
 		Short:       "Delete archives past --retain (dry run unless --apply), except months on legal hold",
 		Long: `Delete the archives of months older than --retain (default 7 years),
 except months on legal hold and months whose rows are still online. A dry
@@ -362,7 +362,7 @@ func newAuditHoldCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var reason string
 	c := &cobra.Command{
 		Use:         "hold MONTH --reason TEXT",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditHold),
 		Short:       "Put a month on legal hold: purge keeps its archive",
 		Long:        "Put MONTH (YYYY-MM) on legal hold; purge keeps its archive until released.\n\nExit codes: 0 held, 1 failed, 2 bad month (malformed or in the future) or no reason.",
 		Args:        cobra.ExactArgs(1),
@@ -390,7 +390,7 @@ var holdHints = fieldHints{
 func newAuditReleaseCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:         "release MONTH",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditRelease),
 		Short:       "End a month's legal hold",
 		Long:        "End MONTH's legal hold (kept on record).\n\nExit codes: 0 released, 1 failed, 2 bad month or no active hold.",
 		Args:        cobra.ExactArgs(1),
@@ -490,7 +490,7 @@ func newAuditRestoreCmd(d *deps, o *auditArchiveOptions) *cobra.Command {
 	var into string
 	c := &cobra.Command{
 		Use:         "restore MONTH --into TABLE",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.AuditRestore),
 		Short:       "Verify a month's archive and load it into a table of your choice",
 		Long:        "Verify MONTH's archive and load its rows into TABLE (created from the manifest's columns when missing; never audit_logs itself) in one transaction.\n\nExit codes: 0 restored, 1 failed or the archive did not verify, 2 bad month or table.",
 		Args:        cobra.ExactArgs(1),

@@ -75,7 +75,7 @@ func newBackupCmd(d *deps) *cobra.Command {
 	var co backupCreateOptions
 	c := &cobra.Command{
 		Use:         "backup",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.Backup),
 		Short:       "Verified, encrypted, retained logical backups (create, list, verify, restore, prune, status)",
 		Long:        backupLong,
 		Example: `  ip2a-ops backup --storage file:///var/backups/ip2a --recipients-file /etc/ip2a-ops/recipients.txt --prune
@@ -101,7 +101,7 @@ func newBackupCmd(d *deps) *cobra.Command {
 
 	create := &cobra.Command{
 		Use:         "create",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.Backup),
 		Short:       "Make a backup (the same as plain 'ip2a-ops backup')",
 		Long:        backupLong,
 		Args:        cobra.NoArgs,

@@ -16,7 +16,7 @@ func newBackupVerifyCmd(d *deps, o *backupOptions) *cobra.Command {
 	var nJobs int
 	c := &cobra.Command{
 		Use:         "verify [ID|latest]",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.BackupVerify),
 		Short:       "Check a backup: checksum, contents, or a full restore drill",
 		Long: `Check one backup (default: the latest) at a level, each including the ones
 before it:
@@ -86,7 +86,7 @@ func newBackupRestoreCmd(d *deps, o *backupOptions) *cobra.Command {
 	var nJobs int
 	c := &cobra.Command{
 		Use:         "restore ID|latest --target-url URL",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.BackupRestore),
 		Short:       "Restore a backup into another database and compare row counts",
 		Long: `Download a backup, check its SHA-256, decrypt (--identity), decompress to a
 scratch file and restore it with pg_restore --jobs into --target-url, then
@@ -137,7 +137,7 @@ func newBackupPruneCmd(d *deps, o *backupOptions) *cobra.Command {
 	var apply bool
 	c := &cobra.Command{
 		Use:         "prune",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.BackupPrune),
 		Short:       "Apply grandfather-father-son retention (dry run unless --apply)",
 		Long: `Decide from the manifests which backups to keep: the newest --keep-last, and
 the newest backup of each of the last --keep-daily days, --keep-weekly ISO

@@ -22,7 +22,7 @@ func newCleanupCmd(d *deps) *cobra.Command {
 	var o cleanupOptions
 	c := &cobra.Command{
 		Use:         "cleanup",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.Cleanup),
 		Short:       "Delete expired tokens and unlock users whose lock has passed",
 		Long: `The app's daily housekeeping (run it once a day, e.g. 04:00 UTC):
 

@@ -28,6 +28,7 @@ type daemonOptions struct {
 	maxWait         time.Duration
 	lateAfter       time.Duration
 	claimHost       string
+	enqueue         bool
 }
 
 func newDaemonCmd(d *deps) *cobra.Command {
@@ -61,6 +62,12 @@ as a manual run, with trigger "daemon" and the slot it fills.
   - HTTP on --listen: /healthz, /readyz (database reachable, ledger
     writable), /metrics (Prometheus text), the web page (below).
     --listen "" turns it off.
+  - --enqueue (or "# ip2a-ops: enqueue=true" on an entry) hands a job's
+    slots to the task queue instead: the daemon that claims a slot queues
+    one task for it (unique per slot), any 'ip2a-ops worker' runs it, and
+    the ledger shows the run with trigger "queue", the task id and the
+    slot. enqueue=false keeps an entry in the daemon. Commands that are not
+    jobs (metrics, jobs status) always run in the daemon.
 
 --check FILE only validates the file: exit 0, or 2 naming each bad line
 and why.
@@ -99,6 +106,8 @@ Exit codes: 0 stopped cleanly or the file is valid, 1 could not start
 	f.DurationVar(&o.lateAfter, "late-after", 5*time.Minute, "a slot noticed later than this was missed, and runs only within the entry's catch-up window")
 	envFlag(f, "late-after", "IP2A_OPS_LATE_AFTER")
 	f.DurationVar(&o.maxWait, "max-wait", time.Minute, "longest single wait, so clock jumps and resumes are noticed")
+	f.BoolVar(&o.enqueue, "enqueue", false, "hand job slots to the task queue for 'ip2a-ops worker' processes instead of running them here (per entry: enqueue=true|false)")
+	envFlag(f, "enqueue", "IP2A_OPS_DAEMON_ENQUEUE")
 	f.StringVar(&o.claimHost, "claim-host", "", "name recorded with this daemon's slot claims (default: the host name)")
 	_ = f.MarkHidden("max-wait")
 	_ = f.MarkHidden("claim-host")
@@ -112,6 +121,9 @@ func loadCrontab(file string) (*scheduler.Crontab, error) {
 	}
 	defer fh.Close()
 	ct, err := scheduler.Parse(fh, resolveEntry)
+	if err == nil {
+		err = checkEnqueue(ct)
+	}
 	var pe *scheduler.ParseError
 	if errors.As(err, &pe) {
 		return ct, exitcode.UsageError(fmt.Errorf("%s: %w", file, err), "ip2a-ops daemon --check "+file)
@@ -164,7 +176,11 @@ func runDaemonCheck(d *deps, file string) error {
 		}
 		if pe == nil {
 			for _, e := range doc.Entries {
-				fmt.Fprintf(d.stdout, "line %-3d %-14s %-16s %-16s overlap=%s catchup=%s key=%s\n", e.Line, e.Spec, e.Zone, e.Job, e.Overlap, e.CatchUp, e.Key)
+				opt := ""
+				if e.Enqueue != nil {
+					opt = fmt.Sprintf(" enqueue=%t", *e.Enqueue)
+				}
+				fmt.Fprintf(d.stdout, "line %-3d %-14s %-16s %-16s overlap=%s catchup=%s key=%s%s\n", e.Line, e.Spec, e.Zone, e.Job, e.Overlap, e.CatchUp, e.Key, opt)
 			}
 			fmt.Fprintf(d.stdout, "%s: %d entries, valid\n", file, len(doc.Entries))
 		}
@@ -185,6 +201,10 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 		return err
 	}
 	url, err := d.dbURL()
+	if err != nil {
+		return err
+	}
+	queue, err := d.slotQueue(ctx, ct, o.enqueue)
 	if err != nil {
 		return err
 	}
@@ -242,7 +262,11 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 		Run: func(ctx context.Context, req scheduler.RunRequest) int {
 			child := newDeps(Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr, Getenv: d.childGetenv(req, url), Now: d.now})
 			defer child.close()
-			return child.exit(child.runEntry(ctx, req.Entry.Args))
+			q := queue
+			if !enqueues(req.Entry, o.enqueue) {
+				q = nil
+			}
+			return child.exit(child.runEntry(ctx, req, q))
 		},
 	})
 	return err
@@ -292,14 +316,18 @@ func (d *deps) slotTime() (*time.Time, error) {
 
 // runEntry runs a crontab entry's command line: the command tree turns it
 // into a job and its arguments (capture mode, nothing runs), which then run
-// through jobs.Execute like any other run. A command that is not a job
-// (metrics, jobs status) runs as it would from a shell.
-func (d *deps) runEntry(ctx context.Context, args []string) error {
+// through jobs.Execute like any other run, or, with a queue, become one
+// task for the slot. A command that is not a job (metrics, jobs status)
+// runs as it would from a shell.
+func (d *deps) runEntry(ctx context.Context, req scheduler.RunRequest, queue *tasks.River) error {
 	d.capture = true
-	if err := d.execute(ctx, args); err != nil || d.captured == nil {
+	if err := d.execute(ctx, req.Entry.Args); err != nil || d.captured == nil {
 		return err
 	}
 	d.capture = false
+	if queue != nil {
+		return d.enqueueSlot(ctx, queue, req)
+	}
 	return d.invoke(ctx, d.captured)
 }
 
@@ -336,9 +364,10 @@ func resolveEntry(args []string) (string, scheduler.CatchUp, error) {
 	return name, job.DefaultCatchUp(), nil
 }
 
-// jobAnnotation marks a command that runs a job (runJob), so resolving a
-// crontab line executes only those in capture mode.
+// jobAnnotation marks a command that runs a job (runJob) with the job's
+// kind, so resolving a crontab line executes only those in capture mode,
+// and `tasks enqueue KIND -- FLAGS` finds the command that reads FLAGS.
 const jobAnnotation = "ip2a-ops-job"
 
-// jobAnnotations are the annotations of a job command.
-var jobAnnotations = map[string]string{jobAnnotation: "true"}
+// jobCommand is the annotations of a command that runs job.
+func jobCommand(job jobs.Job) map[string]string { return map[string]string{jobAnnotation: job.Kind()} }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,11 +28,13 @@ type demoOptions struct {
 // directory for artifacts, and run, which runs ip2a-ops itself and shows
 // the command line first, so the demo teaches the real commands.
 type demoEnv struct {
-	URL  string
-	Dir  string
-	Now  time.Time
-	run  func(args ...string) int
-	Pool *pgxpool.Pool
+	URL string
+	Dir string
+	Now time.Time
+	run func(args ...string) int
+	// output is run that also returns what the command printed on stdout.
+	output func(args ...string) (string, int)
+	Pool   *pgxpool.Pool
 }
 
 // demoStep is one part of the demo; an error stops it.
@@ -51,6 +54,7 @@ func demoSteps() []demoStep {
 		{"membership-report and dues-report: the officers' monthly reports", demoReports},
 		{"audit-archive: old audit months to verified archives, guarded delete, legal hold, search", demoAudit},
 		{"daemon: two schedulers, each slot claimed and run once", demoDaemon},
+		{"tasks: a grant report and a backup queued, then run by a worker", demoTasks},
 		{"the run ledger", demoStatus},
 	}
 }
@@ -138,10 +142,16 @@ func runDemo(ctx context.Context, d *deps, o demoOptions) error {
 		return err
 	}
 	env := &demoEnv{URL: url, Dir: dir, Now: now, Pool: pool}
-	env.run = func(args ...string) int {
+	env.output = func(args ...string) (string, int) {
 		fmt.Fprintf(out, "\n$ ip2a-ops %s\n", strings.Join(args, " "))
 		full := append([]string{"--database-url", url, "--log-level", "warn"}, args...)
-		return Run(ctx, full, Env{Stdin: d.stdin, Stdout: out, Stderr: d.stderr, Getenv: demoGetenv(d.getenv), Now: d.now})
+		var got strings.Builder
+		code := Run(ctx, full, Env{Stdin: d.stdin, Stdout: io.MultiWriter(out, &got), Stderr: d.stderr, Getenv: demoGetenv(d.getenv), Now: d.now})
+		return got.String(), code
+	}
+	env.run = func(args ...string) int {
+		_, code := env.output(args...)
+		return code
 	}
 	for i, s := range demoSteps() {
 		if err := ctx.Err(); err != nil {

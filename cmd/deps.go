@@ -18,6 +18,7 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/ledger"
 	"github.com/ip2a/ip2a-ops/pkg/migrate"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/progress"
 	"github.com/ip2a/ip2a-ops/pkg/runner"
 	"github.com/ip2a/ip2a-ops/pkg/storage"
@@ -64,10 +65,19 @@ type deps struct {
 	// logOut is where the logger writes: stderr, or through the progress
 	// display while one is drawn, so a log line never lands inside it.
 	logOut *stderrSink
+	// busySnooze is worker --busy-snooze: how long a queued job that
+	// found its job busy waits. outboxPace, set by the worker, spaces the
+	// notification backlog passes of its many runs.
+	busySnooze time.Duration
+	outboxPace *notify.Pace
 
 	pool     *pgxpool.Pool
 	url      string
 	migrated bool
+	ledMu    sync.Mutex
+	led      *ledger.Ledger
+	// storesMu guards stores: a worker's tasks open storage concurrently.
+	storesMu sync.Mutex
 	stores   map[storage.Config]storage.Store
 }
 
@@ -183,7 +193,14 @@ func (d *deps) ledger(ctx context.Context) (*ledger.Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ledger.New(pool, d.g.schema), nil
+	// One per process: it learns the database's identity once, and a
+	// worker's runs share what its first Start swept.
+	d.ledMu.Lock()
+	defer d.ledMu.Unlock()
+	if d.led == nil {
+		d.led = ledger.New(pool, d.g.schema)
+	}
+	return d.led, nil
 }
 
 // storage opens (once per URL) the store at url: file:///dir, a path, or
@@ -199,6 +216,8 @@ func (d *deps) storage(ctx context.Context, url string) (storage.Store, error) {
 	}
 	// Keyed by the whole configuration, secrets included: two that differ
 	// only in a key must not share a store.
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
 	if s, ok := d.stores[cfg]; ok {
 		return s, nil
 	}

@@ -26,7 +26,7 @@ func newDuesReportCmd(d *deps) *cobra.Command {
 	var o duesReportOptions
 	c := &cobra.Command{
 		Use:         "dues-report",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.DuesReport),
 		Short:       "Write the dues report: billed, paid, outstanding, overdue, adjustments",
 		Long: `Write the dues report of one dues period (--period YYYY-MM) or of the periods
 of a range of months (--from YYYY-MM --to YYYY-MM; --last-month for a monthly

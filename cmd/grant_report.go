@@ -27,7 +27,7 @@ func newGrantReportCmd(d *deps) *cobra.Command {
 	var o grantReportOptions
 	c := &cobra.Command{
 		Use:         "grant-report",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.GrantReport),
 		Short:       "Write a grant's Excel workbook for the grant officer or funder",
 		Long: `Write the Excel workbook of one grant (--grant ID|NUMBER) or of every active
 grant (--all-active, what the app itself calls active: is_active and not

@@ -36,7 +36,7 @@ func newIntegrityCmd(d *deps) *cobra.Command {
 	var o integrityOptions
 	c := &cobra.Command{
 		Use:         "integrity-check",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.IntegrityCheck),
 		Short:       "Check the consistency of the IP2A data (and repair what is safe)",
 		Long: `Run a catalogue of set-based SQL checks over the app's data: members and
 employments, organizations, file attachments (rows, and with --files-dir or

@@ -215,7 +215,11 @@ func runJobsHistory(ctx context.Context, d *deps, o jobsHistoryOptions) error {
 		if r.ExitCode != nil {
 			exit = strconv.Itoa(*r.ExitCode)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Job, r.Trigger, r.StartedAt.UTC().Format("2006-01-02 15:04:05Z"),
+		trigger := r.Trigger
+		if r.TaskID != nil {
+			trigger += fmt.Sprintf(" (task %d)", *r.TaskID)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Job, trigger, r.StartedAt.UTC().Format("2006-01-02 15:04:05Z"),
 			r.Duration().Round(time.Millisecond), r.State, exit, r.Host, truncate(r.Error, 80))
 	}
 	return tw.Flush()
@@ -278,6 +282,9 @@ func printRun(w io.Writer, r ledger.Run) {
 		r.HeartbeatAt.UTC().Format(time.RFC3339Nano), fin, r.Duration().Round(time.Millisecond))
 	if r.Slot != nil {
 		fmt.Fprintf(w, "slot:      %s\n", r.Slot.UTC().Format(time.RFC3339))
+	}
+	if r.TaskID != nil {
+		fmt.Fprintf(w, "task:      %d   (ip2a-ops tasks status %d)\n", *r.TaskID, *r.TaskID)
 	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "error:     %s\n", r.Error)

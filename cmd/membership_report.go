@@ -26,7 +26,7 @@ func newMembershipReportCmd(d *deps) *cobra.Command {
 	var o membershipReportOptions
 	c := &cobra.Command{
 		Use:         "membership-report",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.MembershipReport),
 		Short:       "Write the membership report: headcount, changes, employment, age of membership",
 		Long: `Write the membership report of the local from one read-only snapshot of the
 database: Summary, Headcount (members on the roll by classification and

@@ -55,6 +55,7 @@ func (d *deps) notifier() *notify.Notifier {
 		Pool:   d.pool,
 		Schema: d.g.schema,
 		Logger: d.logger,
+		Pace:   d.outboxPace,
 		ConfigFunc: func(job string) notify.Config {
 			c := d.notifyConfig(job)
 			if err := c.Validate(); err != nil {

@@ -18,7 +18,7 @@ func newSleepJobCmd(d *deps) *cobra.Command {
 	var name string
 	c := &cobra.Command{
 		Use:         "sleep-job",
-		Annotations: jobAnnotations,
+		Annotations: jobCommand(jobs.Sleep),
 		Short:       "A job that only waits (for testing schedules, locks and signals)",
 		Hidden:      true,
 		Args:        cobra.NoArgs,

@@ -14,14 +14,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
-// taskHandlers is every kind this binary's workers run. The app's kinds
-// stand in unconfigured here; a worker configures them (appTaskHandlers).
-func taskHandlers() tasks.Handlers {
+// taskHandlers is every kind this binary's workers run: the built-in
+// kinds, the app's kinds (unconfigured here; a worker configures them:
+// appTaskHandlers) and every job of the registry (each run through
+// jobs.Execute with trigger queue, so it lands in the ledger).
+func (d *deps) taskHandlers() tasks.Handlers {
 	h := tasks.Builtin()
 	maps.Copy(h, unconfiguredAppKinds())
+	maps.Copy(h, jobs.TaskHandlers(d.jobEnv(), jobs.TaskOptions{SkipSnooze: d.busySnooze}))
 	return h
 }
 
@@ -50,7 +54,7 @@ tables in ip2a-ops's schema: they survive restarts and any worker on any
 host may run them. The app can enqueue them too (riverqueue-python; see
 docs/tasks.md).
 
-Kinds: ` + strings.Join(taskHandlers().Kinds(), ", ") + `.
+Kinds: ` + strings.Join(d.taskHandlers().Kinds(), ", ") + `.
 
 States: pending (waiting for a worker), scheduled (waiting for its time),
 running, retrying (an attempt failed; it runs again after a backoff),
@@ -71,40 +75,77 @@ type tasksEnqueueOptions struct {
 	priority    int
 	maxAttempts int
 	queue       string
+	dryRun      bool
 }
 
 func newTasksEnqueueCmd(d *deps) *cobra.Command {
 	var o tasksEnqueueOptions
 	c := &cobra.Command{
-		Use:   "enqueue KIND [--args JSON] [--at TIME | --in DURATION]",
+		Use:   "enqueue KIND [--at TIME | --in DURATION] [-- JOB FLAGS | --args JSON]",
 		Short: "Queue a task and print its id",
-		Long: `Queue a task of KIND with JSON args (an object; default {}) and print its
-id on stdout. --at (RFC 3339) or --in delays it. --unique-for D makes it
-unique by kind and args within a period of D: enqueueing it again in the
-same period prints the existing task's id (and says so on stderr).
+		Long: `Queue a task of KIND and print its id on stdout. --at (RFC 3339) or --in
+delays it. --unique-for D makes it unique by kind and args within a period
+of D: enqueueing it again in the same period prints the existing task's id
+(and says so on stderr).
+
+Every ip2a-ops job is a kind of the same name (backup, backup-verify,
+audit-archive, grant-report, ...; see docs/tasks.md). Its args are the
+job's own flags after --, read by the job's own command exactly as the
+command line would read them here (flags, then IP2A_OPS_* variables, then
+defaults), so a bad flag is refused now and nothing is queued:
+
+  ip2a-ops tasks enqueue backup -- --prune
+  ip2a-ops tasks enqueue backup-verify -- latest --level restore
+
+A worker runs it through the run ledger (trigger queue, the task id on the
+run); the task's output names the run. --args JSON gives the args as JSON
+instead (an object; for a job, its versioned arguments; see docs/tasks.md).
+--dry-run prints the args (and metadata) the task would get and queues
+nothing: what the app's enqueuing code should send.
 
 Exit codes: 0 queued (or already queued), 1 the database failed,
-2 usage or configuration error (unknown kind, bad args, queue not migrated).`,
-		Example: `  ip2a-ops tasks enqueue noop
-  ip2a-ops tasks enqueue test.sleep --args '{"seconds": 5}' --in 10m
-  ip2a-ops tasks enqueue noop --at 2025-07-01T02:00:00Z --unique-for 24h --priority 2`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error { return runTasksEnqueue(c.Context(), d, args[0], o) },
+2 usage or configuration error (unknown kind, bad job flags or args,
+queue not migrated).`,
+		Example: `  ip2a-ops tasks enqueue grant-report -- --all-active --last-month --out /var/lib/ip2a-ops/reports
+  ip2a-ops tasks enqueue backup --dry-run -- --prune
+  ip2a-ops tasks enqueue backup --at 2025-07-01T02:00:00Z --unique-for 24h -- --prune
+  ip2a-ops tasks enqueue noop
+  ip2a-ops tasks enqueue test.sleep --args '{"seconds": 5}' --in 10m`,
+		Args: func(c *cobra.Command, args []string) error {
+			if n := c.ArgsLenAtDash(); n >= 0 && n != 1 || n < 0 && len(args) != 1 {
+				return exitcode.Usagef("ip2a-ops tasks enqueue KIND [flags] -- JOB FLAGS", "want one KIND before --, got %q", args)
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			var jobFlags []string
+			if c.ArgsLenAtDash() == 1 {
+				jobFlags = args[1:]
+				if jobFlags == nil {
+					jobFlags = []string{}
+				}
+			}
+			return runTasksEnqueue(c.Context(), d, args[0], jobFlags, c.Flags().Changed("args"), o)
+		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.args, "args", "{}", "the task's args: a JSON object")
+	f.StringVar(&o.args, "args", "{}", "the task's args as a JSON object (instead of JOB FLAGS after --)")
 	f.StringVar(&o.at, "at", "", "run at this time (RFC 3339, e.g. 2025-07-01T02:00:00Z)")
 	f.DurationVar(&o.in, "in", 0, "run after this long (e.g. 10m)")
 	f.DurationVar(&o.uniqueFor, "unique-for", 0, "do not queue a second task of this kind and args within this period (at least 1s)")
 	f.IntVar(&o.priority, "priority", tasks.DefaultPriority, "1 (first) to 4 (last)")
 	f.IntVar(&o.maxAttempts, "max-attempts", tasks.DefaultMaxAttempts, "attempts before the task is failed")
 	f.StringVar(&o.queue, "queue", tasks.DefaultQueue, "queue the task goes to (workers take the queues given to --queues)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the task's args and metadata as JSON and queue nothing")
 	return c
 }
 
-func runTasksEnqueue(ctx context.Context, d *deps, kind string, o tasksEnqueueOptions) error {
-	if _, ok := taskHandlers()[kind]; !ok {
-		return exitcode.Usagef("one of: "+strings.Join(taskHandlers().Kinds(), ", "), "unknown task kind %q", kind)
+// runTasksEnqueue queues kind. jobFlags (non-nil when -- was given) are
+// the job's own command line; rawArgs says --args was given.
+func runTasksEnqueue(ctx context.Context, d *deps, kind string, jobFlags []string, rawArgs bool, o tasksEnqueueOptions) error {
+	handlers := d.taskHandlers()
+	if _, ok := handlers[kind]; !ok {
+		return exitcode.Usagef("one of: "+strings.Join(handlers.Kinds(), ", "), "unknown task kind %q", kind)
 	}
 	opts := tasks.EnqueueOptions{Queue: o.queue, Priority: o.priority, MaxAttempts: o.maxAttempts, UniqueFor: o.uniqueFor}
 	switch {
@@ -121,11 +162,32 @@ func runTasksEnqueue(ctx context.Context, d *deps, kind string, o tasksEnqueueOp
 	case o.in > 0:
 		opts.ScheduledAt = d.now().Add(o.in)
 	}
+	args := json.RawMessage(o.args)
+	job, isJob := jobs.Lookup(kind)
+	switch {
+	case jobFlags != nil && rawArgs:
+		return exitcode.Usagef("ip2a-ops tasks enqueue KIND -- JOB FLAGS   (or --args JSON, not both)", "--args and job flags after -- both given")
+	case jobFlags != nil || (isJob && !rawArgs):
+		// A job's flags go through the job's own command; no flags at all
+		// means its defaults.
+		c, err := d.captureKind(ctx, kind, jobFlags)
+		if err != nil || c == nil {
+			return err
+		}
+		args, opts.Metadata = c.Args, c.metadata(nil)
+	case isJob:
+		if err := job.Validate(args); err != nil {
+			return exitcode.UsageError(err, "ip2a-ops tasks enqueue "+kind+" -- JOB FLAGS   (the args of each kind: docs/tasks.md)")
+		}
+	}
+	if o.dryRun {
+		return writeJSON(d.stdout, map[string]any{"kind": kind, "args": args, "metadata": opts.Metadata})
+	}
 	svc, err := d.taskService(ctx)
 	if err != nil {
 		return err
 	}
-	e, err := svc.Enqueue(ctx, kind, json.RawMessage(o.args), opts)
+	e, err := svc.Enqueue(ctx, kind, args, opts)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/ip2a/ip2a-ops/pkg/dbconn"
 	"github.com/ip2a/ip2a-ops/pkg/exitcode"
 	"github.com/ip2a/ip2a-ops/pkg/httpserve"
+	"github.com/ip2a/ip2a-ops/pkg/jobs"
+	"github.com/ip2a/ip2a-ops/pkg/notify"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
 )
 
@@ -35,10 +37,14 @@ several, share one database's tasks: each task goes to one worker. Tasks
 come from 'ip2a-ops tasks enqueue', from the app (riverqueue-python; see
 docs/tasks.md) or from any River client.
 
-  - Kinds this worker runs: ` + strings.Join(taskHandlers().Kinds(), ", ") + `.
+  - Kinds this worker runs: ` + strings.Join(d.taskHandlers().Kinds(), ", ") + `.
+  - Every ip2a-ops job is a kind: the worker runs it through the run ledger
+    (trigger queue, the task id on the run; see 'ip2a-ops jobs history').
   - A failed attempt is retried with backoff (1 s, 16 s, 81 s, ...) until the
     task's max attempts, then the task is failed; a task whose args do not
-    parse fails at once.
+    parse, or whose job is misconfigured, fails at once. A job found busy
+    (another run of it active) waits --busy-snooze and tries again without
+    using an attempt.
   - An attempt running longer than --task-timeout is cancelled and counts
     as failed. A task left running by a worker that died (kill -9, a lost
     host) is run again once it has been running for --rescue-after.
@@ -71,6 +77,8 @@ Exit codes: 0 stopped cleanly, 1 could not start or stop (database),
 	envFlag(f, "stop-timeout", "IP2A_OPS_WORKER_STOP_TIMEOUT")
 	f.DurationVar(&o.taskTimeout, "task-timeout", tasks.DefaultTimeout, "cancel an attempt that runs longer than this (it counts as failed)")
 	envFlag(f, "task-timeout", "IP2A_OPS_TASK_TIMEOUT")
+	f.DurationVar(&d.busySnooze, "busy-snooze", jobs.DefaultSkipSnooze, "a job found running elsewhere waits this long before its task tries again")
+	envFlag(f, "busy-snooze", "IP2A_OPS_WORKER_BUSY_SNOOZE")
 	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "run again a task left running this long by a dead worker (default: --task-timeout + 10m)")
 	envFlag(f, "rescue-after", "IP2A_OPS_RESCUE_AFTER")
 	addWebFlags(f, &o.web, "")
@@ -81,7 +89,7 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 	if o.concurrency < 1 {
 		return exitcode.Usagef("--concurrency 4", "--concurrency must be at least 1")
 	}
-	handlers := taskHandlers()
+	handlers := d.taskHandlers()
 	app, err := d.appTaskHandlers()
 	if err != nil {
 		return err
@@ -116,6 +124,8 @@ func runWorker(ctx context.Context, d *deps, o workerOptions) error {
 		return err
 	}
 	defer stopWeb()
+	// Queued runs take the notification backlog once a minute, not each.
+	d.outboxPace = &notify.Pace{Every: time.Minute}
 	return tasks.RunWorker(ctx, pool, tasks.WorkerOptions{
 		Schema: d.g.schema, Handlers: handlers, Queues: o.queues, Concurrency: o.concurrency,
 		StopTimeout: o.stopTimeout, Timeout: o.taskTimeout, RescueAfter: o.rescueAfter, Logger: d.logger,

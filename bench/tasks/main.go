@@ -1,10 +1,11 @@
 // Command tasks benchmarks the task queue with real worker processes:
 // an idle `ip2a-ops worker`'s memory and CPU, enqueue-to-start latency with
 // an idle worker (River's LISTEN/NOTIFY wakes it), and the throughput of
-// no-op tasks with one and two worker processes, beside bare River's no-op
-// throughput measured the same way in the same run (a minimal River program:
-// this binary re-run with -bare-worker, with the same slots and fetch
-// cooldown).
+// no-op tasks and of a registry job run through the runner and the ledger
+// (the sleep job for 0 s) with one and two worker processes, beside bare
+// River's no-op throughput measured the same way in the same run (a
+// minimal River program: this binary re-run with -bare-worker, with the
+// same slots and fetch cooldown).
 //
 //	go run ./bench/tasks                       # throwaway cluster
 //	go run ./bench/tasks -database-url postgres://postgres@127.0.0.1:5432/postgres -idle 60s
@@ -37,9 +38,10 @@ func main() {
 	dbURL := flag.String("database-url", os.Getenv("DATABASE_URL"), "server to create the bench database on (default: a throwaway cluster)")
 	idle := flag.Duration("idle", time.Minute, "idle measurement window")
 	samples := flag.Int("latency-samples", 100, "tasks enqueued one by one for the latency figure")
-	n := flag.Int("tasks", 20000, "no-op tasks per throughput run")
+	n := flag.Int("tasks", 20000, "tasks per throughput run")
 	conc := flag.Int("concurrency", 100, "tasks running at once per worker process (both sides)")
 	bare := flag.String("bare-worker", "", "internal: run a bare River no-op worker on this database URL")
+	baseline := flag.String("baseline-bin", "", "an ip2a-ops binary whose registry-job throughput is measured beside this one's (e.g. an older build)")
 	flag.Parse()
 	if *bare != "" {
 		if err := bareWorker(*bare, *conc); err != nil {
@@ -48,13 +50,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(*dbURL, *idle, *samples, *n, *conc); err != nil {
+	if err := run(*dbURL, *idle, *samples, *n, *conc, *baseline); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/tasks:", err)
 		os.Exit(1)
 	}
 }
 
-func run(admin string, idle time.Duration, samples, n, conc int) error {
+func run(admin string, idle time.Duration, samples, n, conc int, baseline string) error {
 	ctx := context.Background()
 	env, err := benchkit.Setup(ctx, admin)
 	if err != nil {
@@ -81,11 +83,12 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 		return err
 	}
 
-	worker := func(c int) *exec.Cmd {
+	workerOf := func(bin string, c int) *exec.Cmd {
 		cmd := exec.Command(bin, "--database-url", db, "--log-level", "warn", "worker", "--concurrency", strconv.Itoa(c))
 		cmd.Stderr = os.Stderr
 		return cmd
 	}
+	worker := func(c int) *exec.Cmd { return workerOf(bin, c) }
 	start, stop := benchkit.Start, benchkit.Stop
 
 	// 1. An idle worker: memory and CPU; then enqueue-to-start latency.
@@ -123,12 +126,13 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 
 	// 2. Throughput: n no-op tasks already queued, then the workers start;
 	// the rate is n over first start to last finish, from River's rows.
-	through := func(label, kind string, procs ...*exec.Cmd) error {
-		if _, err := pool.Exec(ctx, `TRUNCATE ip2a_ops.river_job`); err != nil {
+	// args is the SQL of each task's args, of i (1..n).
+	through := func(label, kind, args string, procs ...*exec.Cmd) error {
+		if _, err := pool.Exec(ctx, `TRUNCATE ip2a_ops.river_job, ip2a_ops.runs`); err != nil {
 			return err
 		}
 		if _, err := pool.Exec(ctx, `INSERT INTO ip2a_ops.river_job (args, kind, max_attempts, priority, queue, state)
-			SELECT '{}', $1, 5, 1, 'default', 'available' FROM generate_series(1, $2)`, kind, n); err != nil {
+			SELECT `+args+`, $1, 5, 1, 'default', 'available' FROM generate_series(1, $2) AS i`, kind, n); err != nil {
 			return err
 		}
 		if err := start(procs...); err != nil {
@@ -156,26 +160,50 @@ func run(admin string, idle time.Duration, samples, n, conc int) error {
 			FROM ip2a_ops.river_job GROUP BY attempted_by[1]) x`).Scan(&secs, &perProc); err != nil {
 			return err
 		}
-		fmt.Printf("%-34s %6d tasks in %6.2f s: %7.0f tasks/s   (per process: %v)\n", label, n, secs, float64(n)/secs, perProc)
+		var runs int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.runs WHERE trigger = 'queue' AND state = 'succeeded' AND task_id IS NOT NULL`).Scan(&runs); err != nil {
+			return err
+		}
+		fmt.Printf("%-44s %6d tasks in %6.2f s: %7.0f tasks/s   (per process: %v; ledger runs: %d)\n", label, n, secs, float64(n)/secs, perProc, runs)
 		return nil
 	}
-	fmt.Printf("throughput, %d no-op tasks queued before the workers start, %d slots per process:\n", n, conc)
+	fmt.Printf("throughput, %d tasks queued before the workers start, %d slots per process:\n", n, conc)
 	bareCmd := func() *exec.Cmd {
 		cmd := exec.Command(self, "-bare-worker", db, "-concurrency", strconv.Itoa(conc))
 		cmd.Stderr = os.Stderr
 		return cmd
 	}
-	if err := through("  bare River, 1 process", "bare_noop", bareCmd()); err != nil {
-		return err
-	}
-	if err := through("  ip2a-ops worker, 1 process", "noop", worker(conc)); err != nil {
-		return err
-	}
-	if err := through("  bare River, 2 processes", "bare_noop", bareCmd(), bareCmd()); err != nil {
-		return err
-	}
-	if err := through("  ip2a-ops worker, 2 processes", "noop", worker(conc), worker(conc)); err != nil {
-		return err
+	// The registry job: sleep for 0 s through jobs.Execute, the runner and
+	// the ledger (a ledger row per task); each task names its own ledger
+	// job, since one job's runs never overlap.
+	const job = `json_build_object('v', 1, 'for', 0, 'job_name', 'bench-' || i)`
+	for _, procs := range []int{1, 2} {
+		var bares, noops, jobs []*exec.Cmd
+		for range procs {
+			bares, noops, jobs = append(bares, bareCmd()), append(noops, worker(conc)), append(jobs, worker(conc))
+		}
+		sfx := fmt.Sprintf(", %d process", procs)
+		if procs > 1 {
+			sfx += "es"
+		}
+		if err := through("  bare River no-op"+sfx, "bare_noop", `'{}'`, bares...); err != nil {
+			return err
+		}
+		if err := through("  ip2a-ops worker, noop kind"+sfx, "noop", `'{}'`, noops...); err != nil {
+			return err
+		}
+		if err := through("  ip2a-ops worker, sleep job + ledger"+sfx, "sleep", job, jobs...); err != nil {
+			return err
+		}
+		if baseline != "" {
+			var base []*exec.Cmd
+			for range procs {
+				base = append(base, workerOf(baseline, conc))
+			}
+			if err := through("  -baseline-bin, sleep job + ledger"+sfx, "sleep", job, base...); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -81,6 +81,12 @@ type BackupResult struct {
 // policy after it.
 var Backup = &Def[BackupArgs, BackupResult]{
 	Name: "backup", Version: 1,
+	Files: func(r BackupResult) []File {
+		if r.Key == "" || r.Stage != "done" {
+			return nil
+		}
+		return []File{{Store: r.Store, Key: r.Key}}
+	},
 	CatchUp: scheduler.CatchUp{Window: 24 * time.Hour},
 	Prepare: func(ctx context.Context, env Env, a BackupArgs) (Body[BackupResult], error) {
 		recipients := append([]string(nil), a.Recipients...)

@@ -165,6 +165,13 @@ func LastMonth(now time.Time) (from, to time.Time) {
 // GrantReport writes grant workbooks.
 var GrantReport = &Def[GrantReportArgs, reports.GrantResult]{
 	Name: "grant-report", Version: 1,
+	Files: func(r reports.GrantResult) []File {
+		var out []File
+		for _, f := range r.Reports {
+			out = append(out, absFile(f.Path))
+		}
+		return out
+	},
 	Prepare: func(ctx context.Context, env Env, a GrantReportArgs) (Body[reports.GrantResult], error) {
 		from, to := a.From, a.To
 		if a.LastMonth {

@@ -26,7 +26,7 @@ type Request struct {
 	// Trigger is what started the run (manual, cron, daemon, queue, ...).
 	Trigger string
 	// TaskID, when not zero, is the id of the queue task this run serves;
-	// it is logged with the run.
+	// it is recorded on the ledger row and logged with the run.
 	TaskID int64
 	// Slot is the scheduled slot the run fills (the daemon's), or nil.
 	Slot *time.Time
@@ -37,6 +37,8 @@ type Request struct {
 	// Progress, when set, is the run's tracker, so the caller can draw it
 	// (a terminal); nil: the runner makes one.
 	Progress *progress.Tracker
+	// LazyCommit: see runner.Spec (a queue's worker sets it).
+	LazyCommit bool
 }
 
 // Response is what came of a Request.
@@ -75,15 +77,10 @@ func Execute(ctx context.Context, env Env, req Request) (Response, error) {
 		o := Classify(err)
 		return Response{Job: name, Outcome: o}, exitcode.WithOutcome(err, o)
 	}
-	if req.TaskID != 0 && rn.Logger != nil {
-		cp := *rn
-		cp.Logger = rn.Logger.With("task_id", req.TaskID)
-		rn = &cp
-	}
 	resp := Response{Job: name}
 	var ran bool
 	rep := rn.Execute(ctx, runner.Spec{Job: name, Trigger: req.Trigger, Args: req.CommandLine, Slot: req.Slot, MaxRuntime: req.MaxRuntime,
-		Progress: req.Progress},
+		Progress: req.Progress, TaskID: req.TaskID, LazyCommit: req.LazyCommit},
 		func(ctx context.Context, run *runner.Run) (any, error) {
 			renv := env
 			renv.Logger = run.Logger

@@ -106,6 +106,9 @@ type Def[A, R any] struct {
 	Privileges []Privilege
 	// NameOf, when set, is the ledger name of a run with these arguments.
 	NameOf func(A) string
+	// Files, when set, lists the files a run's result says it produced (a
+	// workbook's path, a backup's key), for a queued run's output.
+	Files func(R) []File
 	// Prepare checks the arguments and opens what the run needs before
 	// the run is recorded; its error means nothing ran (a usage or
 	// configuration error, or the database did not answer).
@@ -135,6 +138,7 @@ type Job interface {
 	// Validate decodes args strictly and checks their version.
 	Validate(args json.RawMessage) error
 	prepare(ctx context.Context, env Env, args json.RawMessage) (string, Body[any], error)
+	files(result any) []File
 }
 
 // Kind implements Job.
@@ -210,6 +214,14 @@ func (d *Def[A, R]) prepare(ctx context.Context, env Env, raw json.RawMessage) (
 		return d.ledgerName(a), nil, err
 	}
 	return d.ledgerName(a), func(ctx context.Context, env Env) (any, error) { return body(ctx, env) }, nil
+}
+
+func (d *Def[A, R]) files(result any) []File {
+	r, ok := result.(R)
+	if !ok || d.Files == nil {
+		return nil
+	}
+	return d.Files(r)
 }
 
 // Run prepares and runs the job once, without the ledger (tests, tools).

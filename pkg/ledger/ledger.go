@@ -50,6 +50,8 @@ type Run struct {
 	// Progress is the latest progress the run's heartbeat stored: live
 	// while it runs, where it stopped once it has ended.
 	Progress *progress.State `json:"progress,omitempty"`
+	// TaskID is the queue task the run served (trigger queue), else nil.
+	TaskID *int64 `json:"task_id,omitempty"`
 }
 
 // Duration is finished minus started, or heartbeat minus started while running.
@@ -60,18 +62,36 @@ func (r Run) Duration() time.Duration {
 	return r.HeartbeatAt.Sub(r.StartedAt)
 }
 
-// Ledger reads and writes the runs table of one schema.
+// Ledger reads and writes the runs table of one schema. It is safe for
+// concurrent use; keep one per process (it learns the database's identity
+// once).
 type Ledger struct {
 	pool  *pgxpool.Pool
 	table string
+	// w takes the writes: the pool, or lazyCommit.
+	w writer
+	// st is shared with the LazyCommit ledgers made from this one.
+	st *ledgerState
+}
 
+// ledgerState is what a ledger learns once.
+type ledgerState struct {
 	idOnce sync.Once
 	id     *string // this database's identity; nil when the server hides it
+
+	mu    sync.Mutex
+	swept bool // the copied rows of every job were expired (see Start)
+}
+
+// writer is what the ledger's writes go through.
+type writer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // New returns a ledger over schema's runs table (the schema must be migrated).
 func New(pool *pgxpool.Pool, schema string) *Ledger {
-	return &Ledger{pool: pool, table: pgx.Identifier{schema, "runs"}.Sanitize()}
+	return &Ledger{pool: pool, table: pgx.Identifier{schema, "runs"}.Sanitize(), w: pool, st: &ledgerState{}}
 }
 
 // StartParams describe a run about to start.
@@ -83,6 +103,8 @@ type StartParams struct {
 	// abandoned and no longer blocks the job.
 	StaleAfter time.Duration
 	Slot       *time.Time
+	// TaskID, when not 0, is the queue task the run serves.
+	TaskID int64
 }
 
 // BusyError is returned (it wraps exitcode.ErrSkipped) when another run of
@@ -97,14 +119,14 @@ func (e *BusyError) Error() string {
 }
 func (e *BusyError) Unwrap() error { return exitcode.ErrSkipped }
 
-const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot, progress::text"
+const cols = "id, job, trigger, host, pid, args, started_at, heartbeat_at, finished_at, state, exit_code, coalesce(error, ''), summary, slot, progress::text, task_id"
 
 func scan(row pgx.Row) (Run, error) {
 	var r Run
 	var args []byte
 	var summary []byte
 	var prog *string
-	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot, &prog)
+	err := row.Scan(&r.ID, &r.Job, &r.Trigger, &r.Host, &r.PID, &args, &r.StartedAt, &r.HeartbeatAt, &r.FinishedAt, &r.State, &r.ExitCode, &r.Error, &summary, &r.Slot, &prog, &r.TaskID)
 	if err != nil {
 		return r, err
 	}
@@ -129,22 +151,24 @@ func scan(row pgx.Row) (Run, error) {
 // (unknown: only the heartbeat tells a dead run) when the server does not
 // let this role read pg_control_system().
 func (l *Ledger) databaseID(ctx context.Context) *string {
-	l.idOnce.Do(func() {
+	l.st.idOnce.Do(func() {
 		var id string
 		err := l.pool.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || oid::text
 			FROM pg_database WHERE datname = current_database()`).Scan(&id)
 		if err == nil {
-			l.id = &id
+			l.st.id = &id
 		}
 	})
-	return l.id
+	return l.st.id
 }
 
-// Start claims the job: it marks abandoned a running row of the job whose
-// heartbeat is stale, and every running row (of any job) that was started
-// on another database, i.e. copied here by a restore; then it inserts a
-// running row. When another live run holds the job it records a skipped
-// row and returns a *BusyError.
+// Start claims the job by inserting a running row. When another run holds
+// the job, it marks that row abandoned if its heartbeat is stale, and
+// every running row (of any job) that was started on another database,
+// i.e. copied here by a restore, and tries again; the first Start of a
+// Ledger does that sweep of copied rows before its insert. When another
+// live run holds the job it records a skipped row and returns a
+// *BusyError.
 func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	if p.StaleAfter <= 0 {
 		p.StaleAfter = 2 * time.Minute
@@ -157,22 +181,34 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	argsJSON, _ := json.Marshal(p.Args)
 	args := string(argsJSON)
 	dbID := l.databaseID(ctx)
+	var taskID *int64
+	if p.TaskID != 0 {
+		taskID = &p.TaskID
+	}
+	if err := l.sweepCopied(ctx, p, dbID); err != nil {
+		return Run{}, err
+	}
+	// The insert comes first: most starts find the job free, and then one
+	// statement is all a start costs (a worker runs many short tasks).
 	for attempt := 0; attempt < 3; attempt++ {
-		if _, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
-			error = CASE WHEN database_id <> $3 THEN '`+abandonedCopied+`'
-				ELSE 'abandoned: no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (process died or lost the database)' END
-			WHERE state = 'running' AND ((job = $1 AND heartbeat_at < now() - $2::interval) OR database_id <> $3)`, p.Job, p.StaleAfter.String(), dbID); err != nil {
-			return Run{}, fmt.Errorf("ledger: expire stale runs: %w", err)
-		}
-		r, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id)
-			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7)
+		r, err := scan(l.w.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7, $8)
 			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID))
+			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID, taskID))
 		if err == nil {
 			return r, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return Run{}, fmt.Errorf("ledger: start run: %w", err)
+		}
+		// Busy: free the job of a holder that died or was copied here, and
+		// try again.
+		expired, err := l.expire(ctx, p, dbID)
+		if err != nil {
+			return Run{}, err
+		}
+		if expired > 0 {
+			continue
 		}
 		holder, err := scan(l.pool.QueryRow(ctx, `SELECT `+cols+` FROM `+l.table+` WHERE job = $1 AND state = 'running'`, p.Job))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -182,9 +218,9 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 			return Run{}, fmt.Errorf("ledger: read active run: %w", err)
 		}
 		busy := &BusyError{Holder: holder}
-		skipped, err := scan(l.pool.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot)
-			VALUES ($1, $2, $3, $4, $5::jsonb, 'skipped', now(), $6, $7, $8) RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, args, exitcode.Skipped, busy.Error(), p.Slot))
+		skipped, err := scan(l.w.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, finished_at, exit_code, error, slot, task_id)
+			VALUES ($1, $2, $3, $4, $5::jsonb, 'skipped', now(), $6, $7, $8, $9) RETURNING `+cols,
+			p.Job, p.Trigger, p.Host, p.PID, args, exitcode.Skipped, busy.Error(), p.Slot, taskID))
 		if err != nil {
 			return Run{}, fmt.Errorf("ledger: record skipped run: %w", err)
 		}
@@ -192,6 +228,36 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 		return Run{}, busy
 	}
 	return Run{}, errors.New("ledger: could not claim the job after 3 attempts")
+}
+
+// expire marks abandoned the job's running row whose heartbeat is stale
+// and every running row started on another database; it returns how many.
+func (l *Ledger) expire(ctx context.Context, p StartParams, dbID *string) (int64, error) {
+	tag, err := l.w.Exec(ctx, `UPDATE `+l.table+` SET state = 'abandoned', finished_at = now(),
+		error = CASE WHEN database_id <> $3 THEN '`+abandonedCopied+`'
+			ELSE 'abandoned: no heartbeat since ' || to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (process died or lost the database)' END
+		WHERE state = 'running' AND ((job = $1 AND heartbeat_at < now() - $2::interval) OR database_id <> $3)`, p.Job, p.StaleAfter.String(), dbID)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: expire stale runs: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// sweepCopied expires the copied rows of every job (and the job's stale
+// row) on the ledger's first Start, so that jobs status on a restored
+// database is true after any run; later Starts of the same Ledger (a
+// worker's many runs) look only when their job is busy.
+func (l *Ledger) sweepCopied(ctx context.Context, p StartParams, dbID *string) error {
+	l.st.mu.Lock()
+	defer l.st.mu.Unlock()
+	if l.st.swept {
+		return nil
+	}
+	if _, err := l.expire(ctx, p, dbID); err != nil {
+		return err
+	}
+	l.st.swept = true
+	return nil
 }
 
 // abandonedCopied is the error of a running row found on a database other
@@ -242,7 +308,7 @@ func (l *Ledger) Heartbeat(ctx context.Context, id int64, summary any, prog *pro
 	}
 	// JSON is bound as text with an explicit cast, which every pgx query
 	// exec mode (and a transaction-pooling proxy) sends the same way.
-	tag, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now(),
+	tag, err := l.w.Exec(ctx, `UPDATE `+l.table+` SET heartbeat_at = now(),
 		summary = coalesce($2::text::jsonb, summary), progress = coalesce($3::text::jsonb, progress)
 		WHERE id = $1 AND state = 'running'`, id, sumText, progText)
 	if err != nil {
@@ -269,7 +335,7 @@ func (l *Ledger) Finish(ctx context.Context, id int64, state string, exitCode in
 	if errText != "" {
 		errArg = errText
 	}
-	_, err := l.pool.Exec(ctx, `UPDATE `+l.table+` SET state = $2, exit_code = $3, error = $4,
+	_, err := l.w.Exec(ctx, `UPDATE `+l.table+` SET state = $2, exit_code = $3, error = $4,
 		summary = coalesce($5::jsonb, summary), finished_at = now(), heartbeat_at = now() WHERE id = $1`, id, state, exitCode, errArg, sum)
 	if err != nil {
 		return fmt.Errorf("ledger: finish run %d: %w", id, err)

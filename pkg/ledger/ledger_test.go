@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"sync"
 	"testing"
@@ -159,4 +160,142 @@ func TestCopiedRunningRowIsAbandoned(t *testing.T) {
 	n, err = gone.AbandonRunning(ctx, "restored")
 	require.NoError(t, err, "a database without the ledger has nothing to mark")
 	require.Zero(t, n)
+}
+
+// TestLazyCommit: a lazy ledger's writes commit with synchronous_commit off
+// for their own transaction only (it never leaks into the connection's next
+// statement), record the same rows, and report SQL errors.
+func TestLazyCommit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	cfg.MaxConns = 1 // every statement on the same session
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = migrate.Up(t.Context(), pool, migrate.DefaultSchema)
+	require.NoError(t, err)
+	ctx := t.Context()
+	lazy := New(pool, migrate.DefaultSchema).LazyCommit()
+
+	var setting string
+	require.NoError(t, lazy.w.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&setting))
+	require.Equal(t, "off", setting)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&setting))
+	require.Equal(t, "on", setting, "the setting does not outlive the write's transaction")
+
+	run, err := lazy.Start(ctx, StartParams{Job: "queued", Trigger: "queue", Host: "h", PID: 1, TaskID: 7})
+	require.NoError(t, err)
+	require.Equal(t, int64(7), *run.TaskID)
+	_, err = lazy.Start(ctx, StartParams{Job: "queued", Trigger: "queue", Host: "h", PID: 2, TaskID: 8})
+	var busy *BusyError
+	require.ErrorAs(t, err, &busy)
+	require.Equal(t, int64(8), *busy.Skipped.TaskID)
+	require.NoError(t, lazy.Heartbeat(ctx, run.ID, map[string]int{"done": 1}, nil))
+	require.Error(t, lazy.Finish(ctx, run.ID, "bogus", 0, "", nil), "a CHECK violation is reported")
+	require.NoError(t, lazy.Finish(ctx, run.ID, Succeeded, 0, "", nil))
+	got, err := lazy.Get(ctx, run.ID)
+	require.NoError(t, err)
+	require.Equal(t, Succeeded, got.State)
+	require.JSONEq(t, `{"done": 1}`, string(got.Summary))
+	require.ErrorIs(t, lazy.Heartbeat(ctx, run.ID, nil, nil), ErrLostClaim)
+
+	// A stale holder is expired through the lazy writer too.
+	old, err := lazy.Start(ctx, StartParams{Job: "stale", Trigger: "queue", Host: "h", PID: 1})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE ip2a_ops.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1`, old.ID)
+	require.NoError(t, err)
+	_, err = lazy.Start(ctx, StartParams{Job: "stale", Trigger: "queue", Host: "h", PID: 2})
+	require.NoError(t, err)
+	got, err = lazy.Get(ctx, old.ID)
+	require.NoError(t, err)
+	require.Equal(t, Abandoned, got.State)
+}
+
+// TestLazyCommitConcurrentRuns: many runs starting and ending at once
+// through lazy ledgers (a worker's tasks) each get their own row, each job
+// is claimed once, and one bad end fails only itself.
+func TestLazyCommitConcurrentRuns(t *testing.T) {
+	t.Parallel()
+	base, pool := newLedger(t)
+	ctx := t.Context()
+	const jobs, perJob = 40, 3
+	type result struct {
+		run Run
+		err error
+	}
+	results := make([]result, jobs*perJob)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A LazyCommit ledger per run, as the runner makes them.
+			r, err := base.LazyCommit().Start(ctx, StartParams{Job: fmt.Sprintf("job-%d", i%jobs), Trigger: "queue", Host: "h", PID: i, TaskID: int64(i + 1)})
+			results[i] = result{r, err}
+		}()
+	}
+	wg.Wait()
+	claimed := map[string]int{}
+	for i, r := range results {
+		var busy *BusyError
+		switch {
+		case r.err == nil:
+			claimed[r.run.Job]++
+			require.Equal(t, int64(i+1), *r.run.TaskID)
+			require.Equal(t, i, r.run.PID)
+		case errors.As(r.err, &busy):
+			require.Equal(t, int64(i+1), *busy.Skipped.TaskID)
+		default:
+			t.Fatalf("start %d: %v", i, r.err)
+		}
+	}
+	require.Len(t, claimed, jobs)
+	for job, n := range claimed {
+		require.Equal(t, 1, n, job)
+	}
+
+	bad := -1 // the first claimed run ends with a state the table refuses
+	for i, r := range results {
+		if r.err == nil && bad < 0 {
+			bad = i
+		}
+	}
+	errs := make([]error, len(results))
+	for i, r := range results {
+		if r.err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			state := Succeeded
+			if i == bad {
+				state = "bogus" // violates the state CHECK
+			}
+			errs[i] = base.LazyCommit().Finish(ctx, r.run.ID, state, 0, "", map[string]int{"i": i})
+		}()
+	}
+	wg.Wait()
+	var failed int
+	for i, r := range results {
+		if r.err != nil {
+			continue
+		}
+		if i == bad {
+			require.Error(t, errs[i])
+			failed++
+			continue
+		}
+		require.NoError(t, errs[i])
+	}
+	require.Equal(t, 1, failed)
+	var running, succeeded, skipped int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'succeeded'),
+		count(*) FILTER (WHERE state = 'skipped') FROM ip2a_ops.runs`).Scan(&running, &succeeded, &skipped))
+	require.Equal(t, []int{1, jobs - 1, jobs*perJob - jobs}, []int{running, succeeded, skipped})
+	var mismatched int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.runs WHERE state = 'succeeded' AND (summary->>'i')::int <> pid`).Scan(&mismatched))
+	require.Zero(t, mismatched, "each end landed on its own run")
 }

@@ -132,8 +132,11 @@ func (c Config) Validate() error {
 // envJob turns a job name into an environment suffix: "audit-archive" ->
 // "AUDIT_ARCHIVE".
 func envJob(job string) string {
-	return strings.ToUpper(strings.NewReplacer("-", "_", ".", "_", " ", "_").Replace(job))
+	return strings.ToUpper(envJobReplacer.Replace(job))
 }
+
+// envJobReplacer is built once: a worker asks for it twice per run.
+var envJobReplacer = strings.NewReplacer("-", "_", ".", "_", " ", "_")
 
 // ConfigFromEnv reads job's configuration: each setting from its per-job
 // variable (suffix _<JOB>, e.g. IP2A_OPS_PING_URL_AUDIT_ARCHIVE), else the

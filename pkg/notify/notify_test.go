@@ -484,3 +484,31 @@ func TestConcurrentRetriesSendEachOnce(t *testing.T) {
 	require.EqualValues(t, 10, delivered.Load())
 	require.Equal(t, map[string]int{"webhook:delivered": 10}, outboxRows(t, pool))
 }
+
+// TestPaceSpacesBacklogPasses: Notifiers sharing a Pace (a worker's runs)
+// take the backlog at most once per Every; one without takes it each time.
+func TestPaceSpacesBacklogPasses(t *testing.T) {
+	t.Parallel()
+	pool := newOutbox(t)
+	down := Config{WebhookURL: "http://" + nettest.FreeAddr(t) + "/hook", Timeout: time.Second}
+	config := func(job string) Config {
+		if job == "backup" {
+			return down
+		}
+		return Config{}
+	}
+	pace := &Pace{Every: time.Hour}
+	notifier := func(pace *Pace) *Notifier {
+		// A nanosecond of backoff: a failed notification is due again at once.
+		return &Notifier{Pool: pool, ConfigFunc: config, Backoff: time.Nanosecond, MaxBackoff: time.Nanosecond, Pace: pace}
+	}
+	res := notifier(nil).Notify(t.Context(), finished("backup", 1, "failed", 1, "boom"))
+	require.True(t, res.Sent[0].Queued)
+
+	retried := func(n *Notifier, runID int64) int {
+		return len(n.Notify(t.Context(), finished("cleanup", runID, "succeeded", 0, "")).Retried)
+	}
+	require.Equal(t, 1, retried(notifier(pace), 2), "the pace's first pass runs")
+	require.Equal(t, 0, retried(notifier(pace), 3), "a second Notifier sharing the pace waits")
+	require.Equal(t, 1, retried(notifier(nil), 4), "without a pace every finish takes the backlog")
+}

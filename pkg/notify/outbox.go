@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,35 @@ type Notifier struct {
 	// RetryBatch how many due notifications one run takes [20].
 	RetryBudget time.Duration
 	RetryBatch  int
+	// Pace, when set, spaces the backlog passes of every Notifier sharing
+	// it; nil means a pass after every finished run.
+	Pace *Pace
+}
+
+// Pace allows at most one backlog pass per Every among the Notifiers
+// that share it. A process that finishes many short runs (a worker) shares
+// one, so its runs do not each query the outbox; the backlog's own backoff
+// starts at a minute, so a pass a minute delays nothing. Safe for
+// concurrent use.
+type Pace struct {
+	Every time.Duration
+
+	mu   sync.Mutex
+	last time.Time
+}
+
+// allow reports whether a pass may run now, and if so counts it.
+func (p *Pace) allow(now time.Time) bool {
+	if p == nil {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.last.IsZero() && now.Sub(p.last) < p.Every {
+		return false
+	}
+	p.last = now
+	return true
 }
 
 // Delivery is the outcome of one notification on one channel.
@@ -157,7 +187,7 @@ func (n *Notifier) Notify(ctx context.Context, e Event) Result {
 		}
 		res.Sent = append(res.Sent, d)
 	}
-	if e.Phase == PhaseFinish && n.Pool != nil {
+	if e.Phase == PhaseFinish && n.Pool != nil && n.Pace.allow(time.Now()) {
 		// What failed a moment ago waits for its backoff, even a short one.
 		retried, err := n.retry(ctx, queuedNow)
 		if err != nil {

@@ -94,6 +94,11 @@ type Spec struct {
 	// Progress, when set, is the tracker handed to the job as Run.Progress,
 	// so the caller can also draw it (a terminal display); nil: a new one.
 	Progress *progress.Tracker
+	// TaskID, when not 0, is the queue task the run serves (recorded, logged).
+	TaskID int64
+	// LazyCommit records the run with ledger.LazyCommit: for a caller that
+	// commits synchronously after the run (a queue completing its task).
+	LazyCommit bool
 }
 
 // Run is handed to a job function.
@@ -188,7 +193,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		return rep
 	}
 
-	row, err := rn.Ledger.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot})
+	led := rn.Ledger
+	if spec.LazyCommit {
+		led = led.LazyCommit()
+	}
+	row, err := led.Start(ctx, ledger.StartParams{Job: spec.Job, Trigger: spec.Trigger, Host: rn.Host, PID: rn.PID, Args: spec.Args, StaleAfter: stale, Slot: spec.Slot, TaskID: spec.TaskID})
 	if err != nil {
 		var busy *ledger.BusyError
 		if errors.As(err, &busy) {
@@ -209,6 +218,9 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	log := logger.With("job", spec.Job, "run_id", row.ID)
 	if spec.Slot != nil {
 		log = log.With("slot", spec.Slot.UTC().Format(time.RFC3339))
+	}
+	if spec.TaskID != 0 {
+		log = log.With("task_id", spec.TaskID)
 	}
 	log.Info("run started", "trigger", spec.Trigger)
 	startNotified := make(chan struct{})
@@ -252,7 +264,7 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 				if st, ok := tracker.Snapshot(); ok {
 					prog = &st
 				}
-				err := rn.Ledger.Heartbeat(hctx, row.ID, run.takeSummary(), prog)
+				err := led.Heartbeat(hctx, row.ID, run.takeSummary(), prog)
 				c()
 				if errors.Is(err, ledger.ErrLostClaim) {
 					log.Error("lost the job's claim in the ledger; stopping")
@@ -289,11 +301,11 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 	defer c()
 	if st, ok := tracker.Snapshot(); ok {
 		// Where the job stopped, not where the last heartbeat saw it.
-		if err := rn.Ledger.Heartbeat(fctx, row.ID, nil, &st); err != nil && !errors.Is(err, ledger.ErrLostClaim) {
+		if err := led.Heartbeat(fctx, row.ID, nil, &st); err != nil && !errors.Is(err, ledger.ErrLostClaim) {
 			log.Warn("could not record the final progress", "error", dbconn.Redact(err.Error()))
 		}
 	}
-	if err := finishWithRetry(fctx, rn.Ledger, row.ID, rep); err != nil {
+	if err := finishWithRetry(fctx, led, row.ID, rep); err != nil {
 		log.Error("could not record the end of the run", "error", dbconn.Redact(err.Error()))
 		if rep.Err == nil {
 			rep = finish(ledger.Failed, err)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -79,6 +80,10 @@ type Entry struct {
 	Key     string  `json:"key"`
 	Overlap Overlap `json:"overlap"`
 	CatchUp CatchUp `json:"-"`
+	// Enqueue is the enqueue= option: true hands the entry's slots to the
+	// task queue (a worker runs them) instead of running them in the
+	// daemon, false runs them in the daemon; nil leaves it to the daemon.
+	Enqueue *bool `json:"enqueue,omitempty"`
 }
 
 // Crontab is a parsed crontab file.
@@ -128,8 +133,9 @@ var (
 //     meant for tests and the demo), then the command: ip2a-ops (or a path
 //     ending in /ip2a-ops) and its arguments, with '...' and "..." quoting;
 //   - trailing output redirections (>> /var/log/x.log 2>&1) are dropped;
-//   - a trailing "# ip2a-ops: overlap=queue catchup=24h name=x job=y"
-//     comment sets the entry's options (cron's shell ignores it).
+//   - a trailing "# ip2a-ops: overlap=queue catchup=24h name=x job=y
+//     enqueue=true" comment sets the entry's options (cron's shell ignores
+//     it).
 //
 // Other shell syntax (pipes, ;, &&, $VAR, backquotes, cd) is rejected: the
 // daemon runs the command in-process, not through a shell. Every bad line
@@ -289,8 +295,14 @@ func parseEntry(line string, loc *time.Location, zone string, resolve Resolver) 
 				return e, errors.New("job= needs a name")
 			}
 			e.Job = v
+		case "enqueue":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return e, fmt.Errorf("enqueue=%s: want true or false", v)
+			}
+			e.Enqueue = &b
 		default:
-			return e, fmt.Errorf("unknown option %q (overlap, catchup, name, job)", k)
+			return e, fmt.Errorf("unknown option %q (overlap, catchup, name, job, enqueue)", k)
 		}
 	}
 	if name != "" {

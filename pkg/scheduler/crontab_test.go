@@ -20,7 +20,7 @@ S3_BUCKET_NAME="ip2a-backups"
 30 3 * * 0 /usr/local/bin/ip2a-ops integrity-check --json >/dev/null
 CRON_TZ=America/New_York
 @monthly ip2a-ops --log-format json audit-archive   # ip2a-ops: catchup=7d overlap=queue
-0 6 1 * * ip2a-ops grant-report --out '/srv/reports/grant report.xlsx' # ip2a-ops: name=grant-monthly
+0 6 1 * * ip2a-ops grant-report --out '/srv/reports/grant report.xlsx' # ip2a-ops: name=grant-monthly enqueue=true
 @every 5s ip2a-ops sleep-job --job-name demo --for 1s
 `
 	ct, err := Parse(strings.NewReader(src), testResolve)
@@ -50,6 +50,9 @@ CRON_TZ=America/New_York
 	g := ct.Entries[3]
 	require.Equal(t, "grant-monthly", g.Key)
 	require.Equal(t, []string{"grant-report", "--out", "/srv/reports/grant report.xlsx"}, g.Args)
+	require.NotNil(t, g.Enqueue)
+	require.True(t, *g.Enqueue)
+	require.Nil(t, b.Enqueue, "no option: the daemon's --enqueue decides")
 
 	e := ct.Entries[4]
 	require.Equal(t, "demo", e.Job)
@@ -76,6 +79,7 @@ func TestParseCrontabRejects(t *testing.T) {
 		{"bad option", "@daily ip2a-ops backup # ip2a-ops: overlap=twice", `overlap=twice: want skip or queue`},
 		{"bad catchup", "@daily ip2a-ops backup # ip2a-ops: catchup=soon", `catchup=soon`},
 		{"unknown option", "@daily ip2a-ops backup # ip2a-ops: retries=3", `unknown option "retries"`},
+		{"bad enqueue", "@daily ip2a-ops backup # ip2a-ops: enqueue=later", `enqueue=later: want true or false`},
 		{"sub-second every", "@every 500ms ip2a-ops cleanup", `whole seconds`},
 		{"unterminated quote", "@daily ip2a-ops backup --dir '/srv", `unterminated ' quote`},
 	}

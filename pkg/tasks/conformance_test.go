@@ -151,6 +151,35 @@ func TestConformanceEnqueueCompletes(t *testing.T) {
 	})
 }
 
+// TestConformanceMetadata: metadata reaches the handler and the status,
+// survives the handler's output, and is not part of the unique key.
+func TestConformanceMetadata(t *testing.T) {
+	forEach(t, func(t *testing.T, b backend) {
+		got := make(chan map[string]string, 1)
+		s := b.start(t, tasks.Handlers{"meta": func(ctx context.Context, tk tasks.Task) (json.RawMessage, error) {
+			got <- tk.Metadata
+			return json.RawMessage(`{"ok":true}`), nil
+		}})
+		meta := map[string]string{"slot": "2026-03-08T02:00:00Z"}
+		e, err := s.Enqueue(t.Context(), "meta", nil, tasks.EnqueueOptions{Metadata: meta, UniqueFor: time.Hour})
+		require.NoError(t, err)
+		r := waitState(t, s, e.ID, tasks.StateCompleted)
+		require.Equal(t, meta, <-got)
+		require.Equal(t, meta, r.Metadata)
+		require.JSONEq(t, `{"ok":true}`, string(r.Output))
+		again, err := s.Enqueue(t.Context(), "meta", nil, tasks.EnqueueOptions{Metadata: map[string]string{"slot": "other"}, UniqueFor: time.Hour})
+		require.NoError(t, err)
+		require.True(t, again.Duplicate)
+		require.Equal(t, e.ID, again.ID)
+
+		plain, err := s.Enqueue(t.Context(), "meta", json.RawMessage(`{"n":1}`), tasks.EnqueueOptions{})
+		require.NoError(t, err)
+		r = waitState(t, s, plain.ID, tasks.StateCompleted)
+		require.Nil(t, <-got)
+		require.Nil(t, r.Metadata)
+	})
+}
+
 func TestConformanceBadInput(t *testing.T) {
 	forEach(t, func(t *testing.T, b backend) {
 		s := b.start(t, tasks.Handlers{"echo": echo})

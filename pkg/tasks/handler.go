@@ -16,6 +16,8 @@ type Task struct {
 	Args        json.RawMessage
 	Attempt     int // 1 for the first attempt
 	MaxAttempts int
+	// Metadata is EnqueueOptions.Metadata (nil when none was given).
+	Metadata map[string]string
 }
 
 // Handler runs one attempt of a task. Its output (JSON, or nil for none)

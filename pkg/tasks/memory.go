@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -185,7 +186,7 @@ func (m *Memory) startLocked(t *memTask, now time.Time) {
 	t.cancel, t.cancelReq = cancel, false
 	r := &t.res
 	r.State, r.Attempts, r.AttemptedAt = StateRunning, r.Attempts+1, ptr(now)
-	task := Task{ID: r.ID, Kind: r.Kind, Args: r.Args, Attempt: r.Attempts, MaxAttempts: r.MaxAttempts}
+	task := Task{ID: r.ID, Kind: r.Kind, Args: r.Args, Attempt: r.Attempts, MaxAttempts: r.MaxAttempts, Metadata: maps.Clone(r.Metadata)}
 	m.running++
 	m.workers.Add(1)
 	go func() {
@@ -277,7 +278,7 @@ func (m *Memory) Enqueue(ctx context.Context, kind string, args json.RawMessage,
 	m.tasks[m.nextID] = &memTask{uniqueKey: key, res: Result{
 		ID: m.nextID, Kind: kind, Queue: opts.Queue, Priority: opts.Priority, State: state,
 		MaxAttempts: opts.MaxAttempts, Args: args, CreatedAt: now, ScheduledAt: at,
-		Backend: "in-process", Errors: []AttemptError{}, Warnings: []string{InProcessWarning},
+		Backend: "in-process", Errors: []AttemptError{}, Warnings: []string{InProcessWarning}, Metadata: maps.Clone(opts.Metadata),
 	}}
 	m.poke()
 	return Enqueued{ID: m.nextID}, nil
@@ -366,6 +367,7 @@ func snapshot(r Result) Result {
 	r.BackendState = string(r.State)
 	r.Errors = slices.Clone(r.Errors)
 	r.Warnings = slices.Clone(r.Warnings)
+	r.Metadata = maps.Clone(r.Metadata)
 	return r
 }
 

@@ -205,7 +205,8 @@ func addWorker(w *river.Workers, kind string, h Handler) (err error) {
 }
 
 func (w *riverWorker) Work(ctx context.Context, job *river.Job[rawArgs]) error {
-	t := Task{ID: ID(job.ID), Kind: job.Kind, Args: json.RawMessage(job.EncodedArgs), Attempt: job.Attempt, MaxAttempts: job.MaxAttempts}
+	t := Task{ID: ID(job.ID), Kind: job.Kind, Args: json.RawMessage(job.EncodedArgs), Attempt: job.Attempt, MaxAttempts: job.MaxAttempts,
+		Metadata: ownMetadata(job.Metadata)}
 	out, err := call(ctx, w.h, t)
 	if len(out) > 0 {
 		if rerr := river.RecordOutput(ctx, out); rerr != nil && err == nil {
@@ -246,6 +247,13 @@ func (r *River) Enqueue(ctx context.Context, kind string, args json.RawMessage, 
 		return Enqueued{}, err
 	}
 	io := &river.InsertOpts{MaxAttempts: opts.MaxAttempts, Priority: opts.Priority, Queue: opts.Queue, ScheduledAt: opts.ScheduledAt}
+	if len(opts.Metadata) > 0 {
+		b, err := json.Marshal(map[string]any{metadataKey: opts.Metadata})
+		if err != nil {
+			return Enqueued{}, fmt.Errorf("enqueue %s: metadata: %w", kind, err)
+		}
+		io.Metadata = b
+	}
 	if opts.UniqueFor > 0 {
 		io.UniqueOpts = river.UniqueOpts{ByArgs: true, ByPeriod: opts.UniqueFor}
 	}
@@ -254,6 +262,22 @@ func (r *River) Enqueue(ctx context.Context, kind string, args json.RawMessage, 
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", kind, err)
 	}
 	return Enqueued{ID: ID(res.Job.ID), Duplicate: res.UniqueSkippedAsDuplicate}, nil
+}
+
+// metadataKey holds EnqueueOptions.Metadata inside River's metadata, apart
+// from River's own keys (output, snoozes, ...).
+const metadataKey = "ip2a_ops"
+
+// ownMetadata is EnqueueOptions.Metadata read back from River's metadata
+// (nil when there is none or it is not ours).
+func ownMetadata(raw []byte) map[string]string {
+	var m struct {
+		Own map[string]string `json:"ip2a_ops"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || len(m.Own) == 0 {
+		return nil
+	}
+	return m.Own
 }
 
 // Schedule implements Service.
@@ -343,7 +367,7 @@ func fromRow(j *rivertype.JobRow) Result {
 		ID: ID(j.ID), Kind: j.Kind, Queue: j.Queue, Priority: j.Priority, Attempts: j.Attempt, MaxAttempts: j.MaxAttempts,
 		Args: json.RawMessage(j.EncodedArgs), CreatedAt: j.CreatedAt, ScheduledAt: j.ScheduledAt,
 		AttemptedAt: j.AttemptedAt, FinalizedAt: j.FinalizedAt, Backend: "river", BackendState: string(j.State),
-		Durable: true, Errors: []AttemptError{}, Warnings: []string{},
+		Durable: true, Errors: []AttemptError{}, Warnings: []string{}, Metadata: ownMetadata(j.Metadata),
 	}
 	if out := j.Output(); len(out) > 0 {
 		r.Output = json.RawMessage(out)

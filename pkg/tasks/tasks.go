@@ -112,6 +112,11 @@ type EnqueueOptions struct {
 	UniqueFor time.Duration
 	// ScheduledAt delays the task until then (Schedule sets it).
 	ScheduledAt time.Time
+	// Metadata is a JSON object kept with the task beside its args and
+	// handed to its handler (Task.Metadata): facts about this enqueueing
+	// that are not the job's arguments, such as the daemon slot it fills.
+	// It is not part of the unique key. Nil means none.
+	Metadata map[string]string
 }
 
 // Enqueued is what Enqueue returns.
@@ -153,6 +158,8 @@ type Result struct {
 	// Durable is false for in-process tasks, which a restart loses.
 	Durable  bool     `json:"durable"`
 	Warnings []string `json:"warnings"`
+	// Metadata is EnqueueOptions.Metadata (omitted when none).
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // LastError is the message of the latest failed attempt ("" when none).
