@@ -2,73 +2,227 @@ package ledger
 
 import (
 	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// LazyCommit returns a ledger whose writes commit without waiting for
-// their WAL to reach disk (synchronous_commit off, for each write's
-// transaction only). Use it only where a synchronous commit on the same
-// server always follows, which flushes the ledger's writes with it: a
-// queue's worker, whose task completes in a synchronous commit after the
-// run's end is recorded. A server crash before that loses the run's rows
-// and the task's progress alike, and the queue runs the task again. A
-// worker's short tasks otherwise wait for two disk flushes each.
+// LazyCommit returns a ledger for a queue's worker, whose many short runs
+// would otherwise each wait for two round trips and two disk flushes:
+//
+//   - Its writes commit without waiting for their WAL to reach disk
+//     (synchronous_commit off, for the write's own transaction only). Use
+//     it only where a synchronous commit on the same server always
+//     follows, which flushes the ledger's writes with it: the worker's
+//     task completes in a synchronous commit after the run's end is
+//     recorded. A server crash before that loses the run's rows and the
+//     task's progress alike, and the queue runs the task again.
+//   - The writes of concurrent runs (of every LazyCommit ledger made from
+//     the same Ledger) go to the server together: while one group is on
+//     its way, the writes that arrive wait, and then all go in one round
+//     trip and one transaction. A write alone goes at once. When a group
+//     fails (one bad write aborts its transaction, so none of it is
+//     written), each of its writes is sent again on its own, so that a bad
+//     write fails only itself.
 func (l *Ledger) LazyCommit() *Ledger {
-	return &Ledger{pool: l.pool, table: l.table, w: lazyCommit{l.pool}, st: l.st}
+	l.st.groupOnce.Do(func() { l.st.group = &group{pool: l.pool} })
+	return &Ledger{pool: l.pool, table: l.table, w: l.st.group, st: l.st}
 }
 
-// lazyCommit sends each statement in one round trip after
-// set_config('synchronous_commit', 'off', true): a batch is one implicit
-// transaction, so the setting holds for that statement's commit only
-// (never for the session: safe behind a transaction pooler).
-type lazyCommit struct{ pool *pgxpool.Pool }
+// groupMax caps the writes sent in one round trip.
+const groupMax = 256
 
-func (q lazyCommit) send(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	b := &pgx.Batch{}
-	b.Queue("SELECT set_config('synchronous_commit', 'off', true)")
-	b.Queue(sql, args...)
-	br := q.pool.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return nil, err
-	}
-	return br, nil
+// groupTimeout bounds one group's round trip; a write taken into a group
+// waits for it even when its caller's context ends, so this also bounds
+// how long such a caller waits.
+const groupTimeout = 15 * time.Second
+
+// group gathers concurrent writes and sends them in one batch. A flush
+// runs in a goroutine of its own only while writes are pending.
+type group struct {
+	pool *pgxpool.Pool
+
+	mu       sync.Mutex
+	pending  []*groupReq
+	flushing bool
 }
 
-func (q lazyCommit) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br, err := q.send(ctx, sql, args)
-	if err != nil {
+// A groupReq's state: waiting in pending, taken into a flush, or given up
+// by its caller before it was taken (then it is never sent).
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqCancelled
+)
+
+type groupReq struct {
+	sql   string
+	args  []any
+	query bool  // QueryRow (scan into dest) rather than Exec
+	dest  []any // Scan's destinations
+	state atomic.Int32
+	tag   pgconn.CommandTag
+	err   error
+	done  chan struct{}
+}
+
+func (g *group) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	r := &groupReq{sql: sql, args: args, done: make(chan struct{})}
+	if err := g.do(ctx, r); err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	tag, err := br.Exec()
+	return r.tag, r.err
+}
+
+// QueryRow defers the statement to Scan, which sends it with the group and
+// scans the row into dest.
+func (g *group) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return groupRow{g: g, ctx: ctx, sql: sql, args: args}
+}
+
+type groupRow struct {
+	g    *group
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (r groupRow) Scan(dest ...any) error {
+	req := &groupReq{sql: r.sql, args: r.args, query: true, dest: dest, done: make(chan struct{})}
+	if err := r.g.do(r.ctx, req); err != nil {
+		return err
+	}
+	return req.err
+}
+
+// do queues r, starts a flush when none is running, and waits for r's
+// result. A caller whose context ends while r still waits takes it back;
+// once r is on its way the caller waits for it (at most groupTimeout), so
+// that nothing is written into dest after Scan has returned.
+func (g *group) do(ctx context.Context, r *groupReq) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.pending = append(g.pending, r)
+	if !g.flushing {
+		g.flushing = true
+		go g.flushLoop()
+	}
+	g.mu.Unlock()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqCancelled) {
+			return ctx.Err()
+		}
+		<-r.done
+		return nil
+	}
+}
+
+// flushLoop sends the pending writes, a group at a time, until none wait.
+func (g *group) flushLoop() {
+	for {
+		g.mu.Lock()
+		n := min(len(g.pending), groupMax)
+		if n == 0 {
+			g.flushing = false
+			g.mu.Unlock()
+			return
+		}
+		batch := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		if len(g.pending) == 0 {
+			g.pending = nil
+		}
+		g.mu.Unlock()
+		g.flush(batch)
+	}
+}
+
+func (g *group) flush(batch []*groupReq) {
+	live := make([]*groupReq, 0, len(batch))
+	for _, r := range batch {
+		if r.state.CompareAndSwap(reqQueued, reqTaken) {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
+	defer cancel()
+	if len(live) == 1 || !g.sendGroup(ctx, live) {
+		// Alone, or the group's transaction rolled back: each on its own.
+		for _, r := range live {
+			g.sendOne(ctx, r)
+		}
+	}
+	for _, r := range live {
+		close(r.done)
+	}
+}
+
+// lazyCommitSQL makes the rest of a batch's implicit transaction commit
+// without waiting for its WAL flush; it never outlives that transaction,
+// so it is safe behind a transaction pooler.
+const lazyCommitSQL = "SELECT set_config('synchronous_commit', 'off', true)"
+
+// sendGroup sends the writes as one batch (one implicit transaction) and
+// reports whether it committed. A statement's own "no rows" is its
+// result; any other error means the transaction (or the connection) is
+// gone and, as far as the caller knows, nothing was written.
+func (g *group) sendGroup(ctx context.Context, live []*groupReq) bool {
+	b := &pgx.Batch{}
+	b.Queue(lazyCommitSQL)
+	for _, r := range live {
+		b.Queue(r.sql, r.args...)
+	}
+	br := g.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	for _, r := range live {
+		if err != nil {
+			break
+		}
+		if r.query {
+			r.err = br.QueryRow().Scan(r.dest...)
+			if errors.Is(r.err, pgx.ErrNoRows) {
+				continue
+			}
+			err = r.err
+		} else {
+			r.tag, err = br.Exec()
+		}
+	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return tag, err
+	return err == nil
 }
 
-func (q lazyCommit) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	br, err := q.send(ctx, sql, args)
-	return lazyRow{br, err}
-}
-
-// lazyRow is a lazyCommit statement's row: Scan reads it, then the
-// batch's end (the commit).
-type lazyRow struct {
-	br  pgx.BatchResults
-	err error
-}
-
-func (r lazyRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
+// sendOne sends one write in its own batch (lazy commit, one round trip).
+func (g *group) sendOne(ctx context.Context, r *groupReq) {
+	b := &pgx.Batch{}
+	b.Queue(lazyCommitSQL)
+	b.Queue(r.sql, r.args...)
+	br := g.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		if r.query {
+			err = br.QueryRow().Scan(r.dest...)
+		} else {
+			r.tag, err = br.Exec()
+		}
 	}
-	err := r.br.QueryRow().Scan(dest...)
-	if cerr := r.br.Close(); err == nil {
+	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	r.err = err
 }

@@ -68,19 +68,23 @@ func (r Run) Duration() time.Duration {
 type Ledger struct {
 	pool  *pgxpool.Pool
 	table string
-	// w takes the writes: the pool, or lazyCommit.
+	// w takes the writes: the pool, or the group of LazyCommit.
 	w writer
 	// st is shared with the LazyCommit ledgers made from this one.
 	st *ledgerState
 }
 
-// ledgerState is what a ledger learns once.
+// ledgerState is what a ledger learns once, and what its LazyCommit
+// ledgers share.
 type ledgerState struct {
 	idOnce sync.Once
 	id     *string // this database's identity; nil when the server hides it
 
 	mu    sync.Mutex
 	swept bool // the copied rows of every job were expired (see Start)
+
+	groupOnce sync.Once
+	group     *group // the LazyCommit ledgers' writes, sent together
 }
 
 // writer is what the ledger's writes go through.

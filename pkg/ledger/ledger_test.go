@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -298,4 +299,98 @@ func TestLazyCommitConcurrentRuns(t *testing.T) {
 	var mismatched int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM ip2a_ops.runs WHERE state = 'succeeded' AND (summary->>'i')::int <> pid`).Scan(&mismatched))
 	require.Zero(t, mismatched, "each end landed on its own run")
+}
+
+// TestLazyCommitGroupsWrites: writes that arrive while a group is on its
+// way go together in the next one, in one transaction; a bad write among
+// them fails alone, and a write whose caller gave up before it was sent is
+// never sent.
+func TestLazyCommitGroupsWrites(t *testing.T) {
+	t.Parallel()
+	base, pool := newLedger(t)
+	ctx := t.Context()
+	lazy := base.LazyCommit()
+	start := func(job string) Run {
+		r, err := lazy.Start(ctx, StartParams{Job: job, Trigger: "queue", Host: "h", PID: 1})
+		require.NoError(t, err)
+		return r
+	}
+	blocker := start("blocker")
+	const n = 30
+	g := base.st.group
+
+	// stalled runs each of writes while the group is held up behind the
+	// blocker's heartbeat (sent alone, as nothing else waits then, and
+	// stalled on a row lock the test holds), then lets it go.
+	stalled := func(during func(), writes ...func()) {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck
+		_, err = tx.Exec(ctx, `SELECT 1 FROM ip2a_ops.runs WHERE id = $1 FOR UPDATE`, blocker.ID)
+		require.NoError(t, err)
+		hbErr := make(chan error, 1)
+		go func() { hbErr <- lazy.Heartbeat(ctx, blocker.ID, nil, nil) }()
+		require.Eventually(t, func() bool {
+			var waiting int
+			_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+			return waiting == 1
+		}, 10*time.Second, 10*time.Millisecond)
+		var wg sync.WaitGroup
+		for _, w := range writes {
+			wg.Add(1)
+			go func() { defer wg.Done(); w() }()
+		}
+		require.Eventually(t, func() bool {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return len(g.pending) == len(writes)
+		}, 10*time.Second, 5*time.Millisecond, "every write waits behind the stalled one")
+		during()
+		require.NoError(t, tx.Rollback(ctx))
+		require.NoError(t, <-hbErr)
+		wg.Wait()
+	}
+
+	// 1. n ends in one transaction.
+	runs := make([]Run, n)
+	for i := range runs {
+		runs[i] = start(fmt.Sprintf("job-%d", i))
+	}
+	errs := make([]error, n)
+	var writes []func()
+	for i, r := range runs {
+		writes = append(writes, func() { errs[i] = base.LazyCommit().Finish(ctx, r.ID, Succeeded, 0, "", map[string]int{"i": i}) })
+	}
+	stalled(func() {}, writes...)
+	for i, err := range errs {
+		require.NoError(t, err, "run %d", i)
+	}
+	var txns, done int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(DISTINCT xmin::text), count(*) FROM ip2a_ops.runs WHERE job LIKE 'job-%' AND state = 'succeeded'`).Scan(&txns, &done))
+	require.Equal(t, []int{n, 1}, []int{done, txns}, "the ends went in one transaction")
+
+	// 2. A bad write in a group fails alone; a write taken back before it
+	// was sent is never sent.
+	good, bad, gaveUp := start("good"), start("bad"), start("gave-up")
+	giveUp, cancel := context.WithCancel(ctx)
+	var goodErr, badErr error
+	gaveUpErr := make(chan error, 1)
+	stalled(func() {
+		cancel()
+		require.ErrorIs(t, <-gaveUpErr, context.Canceled, "the caller has its write back at once")
+	},
+		func() { goodErr = lazy.Finish(ctx, good.ID, Succeeded, 0, "", nil) },
+		func() { badErr = lazy.Finish(ctx, bad.ID, "bogus", 0, "", nil) }, // violates the state CHECK
+		func() { gaveUpErr <- lazy.Finish(giveUp, gaveUp.ID, Succeeded, 0, "", nil) },
+	)
+	require.NoError(t, goodErr)
+	require.Error(t, badErr)
+	for _, c := range []struct {
+		run   Run
+		state string
+	}{{good, Succeeded}, {bad, Running}, {gaveUp, Running}} {
+		got, err := base.Get(ctx, c.run.ID)
+		require.NoError(t, err)
+		require.Equal(t, c.state, got.State, c.run.Job)
+	}
 }
