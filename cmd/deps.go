@@ -79,6 +79,11 @@ type deps struct {
 	// storesMu guards stores: a worker's tasks open storage concurrently.
 	storesMu sync.Mutex
 	stores   map[storage.Config]storage.Store
+	// notifyMu guards notifyCfgs: each job's notification settings, read
+	// from flags and environment once per process (a worker's runs are
+	// many and short; the settings do not change while it runs).
+	notifyMu   sync.Mutex
+	notifyCfgs map[string]notifySettings
 }
 
 func newDeps(env Env) *deps {

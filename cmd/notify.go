@@ -57,15 +57,37 @@ func (d *deps) notifier() *notify.Notifier {
 		Logger: d.logger,
 		Pace:   d.outboxPace,
 		ConfigFunc: func(job string) notify.Config {
-			c := d.notifyConfig(job)
-			if err := c.Validate(); err != nil {
+			s := d.notifySettings(job)
+			if s.err != nil {
 				// A bad setting must not stop the job: say so, send nothing.
-				d.logger.Error("notification settings ignored", "job", job, "error", err.Error())
+				d.logger.Error("notification settings ignored", "job", job, "error", s.err.Error())
 				return notify.Config{}
 			}
-			return c
+			return s.cfg
 		},
 	}
+}
+
+// notifySettings is job's notification configuration and whether it is
+// valid, worked out on the job's first run in this process.
+type notifySettings struct {
+	cfg notify.Config
+	err error
+}
+
+func (d *deps) notifySettings(job string) notifySettings {
+	d.notifyMu.Lock()
+	defer d.notifyMu.Unlock()
+	s, ok := d.notifyCfgs[job]
+	if !ok {
+		s.cfg = d.notifyConfig(job)
+		s.err = s.cfg.Validate()
+		if d.notifyCfgs == nil {
+			d.notifyCfgs = map[string]notifySettings{}
+		}
+		d.notifyCfgs[job] = s
+	}
+	return s
 }
 
 // runNotifier adapts a notify.Notifier to runner.Notifier.

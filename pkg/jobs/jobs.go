@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -255,10 +256,15 @@ func All() []Job {
 
 // Lookup returns the job named kind.
 func Lookup(kind string) (Job, bool) {
-	for _, j := range All() {
-		if j.Kind() == kind {
-			return j, true
-		}
-	}
-	return nil, false
+	j, ok := byKind()[kind]
+	return j, ok
 }
+
+// byKind is All by kind, built once: a worker looks up every task's job.
+var byKind = sync.OnceValue(func() map[string]Job {
+	m := map[string]Job{}
+	for _, j := range All() {
+		m[j.Kind()] = j
+	}
+	return m
+})
