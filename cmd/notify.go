@@ -75,6 +75,10 @@ type notifySettings struct {
 	err error
 }
 
+// maxNotifyCached bounds the cache: ledger names are few, but a job may
+// take its name from its args (sleep's job_name).
+const maxNotifyCached = 1024
+
 func (d *deps) notifySettings(job string) notifySettings {
 	d.notifyMu.Lock()
 	defer d.notifyMu.Unlock()
@@ -82,7 +86,7 @@ func (d *deps) notifySettings(job string) notifySettings {
 	if !ok {
 		s.cfg = d.notifyConfig(job)
 		s.err = s.cfg.Validate()
-		if d.notifyCfgs == nil {
+		if d.notifyCfgs == nil || len(d.notifyCfgs) >= maxNotifyCached {
 			d.notifyCfgs = map[string]notifySettings{}
 		}
 		d.notifyCfgs[job] = s

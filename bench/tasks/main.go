@@ -195,6 +195,15 @@ func run(admin string, idle time.Duration, samples, n, conc int, baseline string
 		if err := through("  ip2a-ops worker, sleep job + ledger"+sfx, "sleep", job, jobs...); err != nil {
 			return err
 		}
+		// River's own cost of that job's payload: the same args, and an
+		// output of the same shape and size, with no runner or ledger.
+		var bareJobs []*exec.Cmd
+		for range procs {
+			bareJobs = append(bareJobs, bareCmd())
+		}
+		if err := through("  bare River, the sleep job's args and output"+sfx, "bare_sleep", job, bareJobs...); err != nil {
+			return err
+		}
 		if baseline != "" {
 			var base []*exec.Cmd
 			for range procs {
@@ -227,6 +236,17 @@ type bareNoop struct{}
 
 func (bareNoop) Kind() string { return "bare_noop" }
 
+// bareSleep has the sleep job's args; its worker records an output of the
+// shape a queued job leaves (jobs.TaskOutput), so River's side of such a
+// task costs what it costs through ip2a-ops.
+type bareSleep struct {
+	V       int    `json:"v"`
+	For     int64  `json:"for"`
+	JobName string `json:"job_name"`
+}
+
+func (bareSleep) Kind() string { return "bare_sleep" }
+
 // bareWorker is River with nothing of ip2a-ops: a typed no-op worker, the
 // same schema and the same slots, until SIGTERM.
 func bareWorker(db string, conc int) error {
@@ -240,6 +260,12 @@ func bareWorker(db string, conc int) error {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, j *river.Job[bareNoop]) error {
 		return river.RecordOutput(ctx, json.RawMessage(`{}`))
+	}))
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, j *river.Job[bareSleep]) error {
+		start := time.Now()
+		time.Sleep(time.Duration(j.Args.For))
+		return river.RecordOutput(ctx, map[string]any{"run_id": j.ID, "job": j.Args.JobName, "state": "succeeded", "exit_code": 0,
+			"outcome": "succeeded", "summary": map[string]float64{"slept_seconds": time.Since(start).Seconds()}})
 	}))
 	client, err := river.NewClient[pgx.Tx](riverpgxv5.New(pool), &river.Config{
 		Schema: migrate.DefaultSchema, Workers: workers,

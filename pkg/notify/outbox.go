@@ -155,7 +155,15 @@ func configured(c Config, channel string) bool {
 func (n *Notifier) Notify(ctx context.Context, e Event) Result {
 	res := Result{Sent: []Delivery{}, Retried: []Delivery{}}
 	var queuedNow []int64
-	log := n.logger().With("job", e.Job, "run_id", e.RunID)
+	// The run's logger is made only when there is something to say: a
+	// worker's runs are many, and most have no channel configured.
+	var runLog *slog.Logger
+	log := func() *slog.Logger {
+		if runLog == nil {
+			runLog = n.logger().With("job", e.Job, "run_id", e.RunID)
+		}
+		return runLog
+	}
 	cfg := n.config(e.Job)
 	for _, ch := range []string{ChannelPing, ChannelWebhook, ChannelEmail} {
 		if !configured(cfg, ch) || !Wants(ch, e) {
@@ -165,7 +173,7 @@ func (n *Notifier) Notify(ctx context.Context, e Event) Result {
 		err := Deliver(ctx, cfg, ch, e)
 		if err == nil {
 			d.Delivered = true
-			log.Debug("notification sent", "channel", ch, "target", d.Target, "phase", e.Phase)
+			log().Debug("notification sent", "channel", ch, "target", d.Target, "phase", e.Phase)
 			if ch == ChannelPing && e.Phase == PhaseFinish {
 				n.supersede(ctx, e.Job, e.RunID)
 			}
@@ -176,14 +184,14 @@ func (n *Notifier) Notify(ctx context.Context, e Event) Result {
 		if e.Phase == PhaseFinish && n.Pool != nil {
 			id, qerr := n.enqueue(ctx, e, ch, d.Target, d.Error)
 			if qerr != nil {
-				log.Error("notification failed and could not be queued", "channel", ch, "error", d.Error, "queue_error", qerr.Error())
+				log().Error("notification failed and could not be queued", "channel", ch, "error", d.Error, "queue_error", qerr.Error())
 			} else {
 				d.ID, d.Queued = id, true
 				queuedNow = append(queuedNow, id)
-				log.Warn("notification failed; queued for the next run", "channel", ch, "notification_id", id, "error", d.Error)
+				log().Warn("notification failed; queued for the next run", "channel", ch, "notification_id", id, "error", d.Error)
 			}
 		} else {
-			log.Warn("notification failed", "channel", ch, "phase", e.Phase, "error", d.Error)
+			log().Warn("notification failed", "channel", ch, "phase", e.Phase, "error", d.Error)
 		}
 		res.Sent = append(res.Sent, d)
 	}
@@ -191,7 +199,7 @@ func (n *Notifier) Notify(ctx context.Context, e Event) Result {
 		// What failed a moment ago waits for its backoff, even a short one.
 		retried, err := n.retry(ctx, queuedNow)
 		if err != nil {
-			log.Warn("could not retry queued notifications", "error", err.Error())
+			log().Warn("could not retry queued notifications", "error", err.Error())
 		}
 		res.Retried = append(res.Retried, retried...)
 	}

@@ -215,13 +215,14 @@ func (rn *Runner) Execute(ctx context.Context, spec Spec, fn Func) Report {
 		return rep
 	}
 	rep.RunID = row.ID
-	log := logger.With("job", spec.Job, "run_id", row.ID)
+	attrs := []any{"job", spec.Job, "run_id", row.ID}
 	if spec.Slot != nil {
-		log = log.With("slot", spec.Slot.UTC().Format(time.RFC3339))
+		attrs = append(attrs, "slot", spec.Slot.UTC().Format(time.RFC3339))
 	}
 	if spec.TaskID != 0 {
-		log = log.With("task_id", spec.TaskID)
+		attrs = append(attrs, "task_id", spec.TaskID)
 	}
+	log := logger.With(attrs...)
 	log.Info("run started", "trigger", spec.Trigger)
 	startNotified := make(chan struct{})
 	if rn.Notifier != nil {
