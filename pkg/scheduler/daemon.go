@@ -306,7 +306,14 @@ func (d *daemon) processDue(ctx context.Context, now time.Time) {
 // fire claims one slot and starts, queues or records it. Called with d.mu held.
 func (d *daemon) fire(ctx context.Context, es *entryState, slot time.Time, kind string) error {
 	e := es.e
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if ctx.Err() != nil {
+		return nil // stopping: claim nothing new; another replica may take it
+	}
+	// Not cancelled by the daemon's stop: a claim interrupted in flight may
+	// still commit on the server, and a slot claimed but never started is
+	// lost to every replica. Once claimed it starts, and the stop waits
+	// for it like any running job.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if kind == KindCatchUp {
 		ran, err := d.o.Claims.RanSince(cctx, e.Job, slot)
