@@ -84,6 +84,8 @@ type deps struct {
 	// many and short; the settings do not change while it runs).
 	notifyMu   sync.Mutex
 	notifyCfgs map[string]notifySettings
+	hostOnce   sync.Once
+	host       string
 }
 
 func newDeps(env Env) *deps {

@@ -110,7 +110,7 @@ func (d *deps) invoke(ctx context.Context, inv *invocation) error {
 // jobEnv is what jobs get from the command line's dependencies.
 func (d *deps) jobEnv() jobs.Env {
 	return jobs.Env{DB: d.opsDB, DatabaseURL: d.dbURL, DirectURL: d.directURL, Storage: d.storage, Ledger: d.ledger, Runner: d.runner,
-		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN"),
+		Schema: d.g.schema, Logger: d.logger, Now: d.now, Host: d.hostname(), Version: versionString(), PgBinDir: d.getenv("IP2A_OPS_PG_BIN"),
 		SMTP: func(job string) notify.SMTP { return notify.ConfigFromEnv(d.getenv, job).SMTP }}
 }
 
@@ -121,7 +121,7 @@ func (d *deps) runner(ctx context.Context) (*runner.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &runner.Runner{Ledger: l, Logger: d.logger, Host: hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat,
+	return &runner.Runner{Ledger: l, Logger: d.logger, Host: d.hostname(), PID: os.Getpid(), HeartbeatEvery: d.g.heartbeat,
 		StaleAfter: d.g.staleAfter, Notifier: d.runNotifier()}, nil
 }
 
@@ -143,6 +143,13 @@ func (d *deps) hint(err error) string {
 		return d.hints[""]
 	}
 	return ""
+}
+
+// hostname is this host's name, read once (a worker makes a runner per
+// queued run).
+func (d *deps) hostname() string {
+	d.hostOnce.Do(func() { d.host = hostname() })
+	return d.host
 }
 
 func hostname() string {

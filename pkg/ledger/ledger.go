@@ -195,10 +195,12 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	// The insert comes first: most starts find the job free, and then one
 	// statement is all a start costs (a worker runs many short tasks).
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := scan(l.w.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
+		// Only what the server chose comes back; the rest is p.
+		r := Run{Job: p.Job, Trigger: p.Trigger, Host: p.Host, PID: p.PID, Args: p.Args, State: Running, TaskID: taskID}
+		err := l.w.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
 			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7, $8)
-			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING `+cols,
-			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID, taskID))
+			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING id, started_at, heartbeat_at, slot`,
+			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID, taskID).Scan(&r.ID, &r.StartedAt, &r.HeartbeatAt, &r.Slot)
 		if err == nil {
 			return r, nil
 		}
