@@ -66,7 +66,9 @@ as a manual run, with trigger "daemon" and the slot it fills.
     slots to the task queue instead: the daemon that claims a slot queues
     one task for it (unique per slot), any 'ip2a-ops worker' runs it, and
     the ledger shows the run with trigger "queue", the task id and the
-    slot. enqueue=false keeps an entry in the daemon. Commands that are not
+    slot. The claim and the task commit together: if the queue refuses
+    the task, the slot is not claimed and is tried again 5 s later.
+    enqueue=false keeps an entry in the daemon. Commands that are not
     jobs (metrics, jobs status) always run in the daemon.
 
 --check FILE only validates the file: exit 0, or 2 naming each bad line
@@ -208,6 +210,7 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
+	handoff := &slotHandoff{d: d, queue: queue, enqueue: o.enqueue, url: url}
 	claims := scheduler.NewClaims(pool, d.g.schema)
 	stats := &scheduler.Stats{}
 	host := o.claimHost
@@ -262,12 +265,9 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 		Run: func(ctx context.Context, req scheduler.RunRequest) int {
 			child := newDeps(Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr, Getenv: d.childGetenv(req, url), Now: d.now})
 			defer child.close()
-			q := queue
-			if !enqueues(req.Entry, o.enqueue) {
-				q = nil
-			}
-			return child.exit(child.runEntry(ctx, req, q))
+			return child.exit(child.runEntry(ctx, req))
 		},
+		Handoff: handoff,
 	})
 	return err
 }
@@ -316,18 +316,15 @@ func (d *deps) slotTime() (*time.Time, error) {
 
 // runEntry runs a crontab entry's command line: the command tree turns it
 // into a job and its arguments (capture mode, nothing runs), which then run
-// through jobs.Execute like any other run, or, with a queue, become one
-// task for the slot. A command that is not a job (metrics, jobs status)
-// runs as it would from a shell.
-func (d *deps) runEntry(ctx context.Context, req scheduler.RunRequest, queue *tasks.River) error {
+// through jobs.Execute like any other run. A command that is not a job
+// (metrics, jobs status) runs as it would from a shell. (Queued entries
+// go to slotHandoff instead.)
+func (d *deps) runEntry(ctx context.Context, req scheduler.RunRequest) error {
 	d.capture = true
 	if err := d.execute(ctx, req.Entry.Args); err != nil || d.captured == nil {
 		return err
 	}
 	d.capture = false
-	if queue != nil {
-		return d.enqueueSlot(ctx, queue, req)
-	}
 	return d.invoke(ctx, d.captured)
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ip2a/ip2a-ops/pkg/scheduler"
 	"github.com/ip2a/ip2a-ops/pkg/tasks"
@@ -38,16 +41,43 @@ func (d *deps) slotQueue(ctx context.Context, ct *scheduler.Crontab, daemonDefau
 	return tasks.NewRiver(pool, tasks.RiverOptions{Schema: d.g.schema, Logger: d.logger})
 }
 
-// enqueueSlot queues the captured job for the slot: one task per slot
-// however many daemons try (the slot claim lets one through, and the task
-// is unique by kind, args and the slot's second), scheduled at the slot so
-// a worker runs it at once, with the slot in its metadata for the ledger.
-func (d *deps) enqueueSlot(ctx context.Context, queue *tasks.River, req scheduler.RunRequest) error {
+// slotHandoff gives the daemon's queued entries to the task queue: each
+// slot's task is inserted in the transaction that claims the slot, so a
+// slot is claimed only together with its task.
+type slotHandoff struct {
+	d     *deps
+	queue *tasks.River
+	// enqueue is the daemon's --enqueue; url its database URL (the entry's
+	// environment, as Run sees it).
+	enqueue bool
+	url     string
+}
+
+// Takes implements scheduler.Handoff.
+func (h *slotHandoff) Takes(e scheduler.Entry) bool {
+	return h.queue != nil && enqueues(e, h.enqueue) && isJobCommand(e.Args)
+}
+
+// Hand implements scheduler.Handoff: it turns the entry's command line into
+// the job and its arguments (capture mode, nothing runs) and inserts one
+// task for the slot in tx: unique by kind, args and the slot's second,
+// scheduled at the slot so a worker runs it at once, with the slot in its
+// metadata for the ledger.
+func (h *slotHandoff) Hand(ctx context.Context, tx pgx.Tx, req scheduler.RunRequest) error {
+	d := newDeps(Env{Stdin: strings.NewReader(""), Stdout: h.d.stdout, Stderr: h.d.stderr, Getenv: h.d.childGetenv(req, h.url), Now: h.d.now})
+	defer d.close()
+	d.capture = true
+	if err := d.execute(ctx, req.Entry.Args); err != nil {
+		return err
+	}
+	if d.captured == nil {
+		return fmt.Errorf("%s is not a job: it cannot be queued", strings.Join(req.Entry.Args, " "))
+	}
 	c := &capturedJob{Kind: d.captured.kind, Args: d.captured.args, MaxRuntime: d.g.maxRuntime}
 	slot := req.Slot.UTC()
-	e, err := queue.Enqueue(ctx, c.Kind, c.Args, tasks.EnqueueOptions{ScheduledAt: slot, UniqueFor: time.Second, Metadata: c.metadata(&slot)})
+	e, err := h.queue.EnqueueTx(ctx, tx, c.Kind, c.Args, tasks.EnqueueOptions{ScheduledAt: slot, UniqueFor: time.Second, Metadata: c.metadata(&slot)})
 	if err != nil {
-		return fmt.Errorf("hand slot %s of %s to the queue: %w", slot.Format(time.RFC3339), req.Entry.Job, err)
+		return err
 	}
 	d.logger.Info("slot handed to the task queue", "job", req.Entry.Job, "kind", c.Kind, "slot", slot.Format(time.RFC3339),
 		"task_id", int64(e.ID), "duplicate", e.Duplicate)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -47,10 +48,18 @@ type ClaimParams struct {
 // Claim inserts the (entry, slot) row and reports whether this caller won
 // it: exactly one of any number of concurrent callers gets true.
 func (c *Claims) Claim(ctx context.Context, p ClaimParams) (bool, error) {
+	return c.claim(ctx, c.pool, p)
+}
+
+// claim is Claim through q: the pool, or a transaction whose commit the
+// claim waits for.
+func (c *Claims) claim(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, p ClaimParams) (bool, error) {
 	if p.Kind == "" {
 		p.Kind = KindScheduled
 	}
-	tag, err := c.pool.Exec(ctx, `INSERT INTO `+c.table+` (entry, job, slot, kind, host, pid) VALUES ($1, $2, $3, $4, $5, $6)
+	tag, err := q.Exec(ctx, `INSERT INTO `+c.table+` (entry, job, slot, kind, host, pid) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (entry, slot) DO NOTHING`, p.Entry, p.Job, p.Slot.UTC(), p.Kind, p.Host, p.PID)
 	if err != nil {
 		return false, fmt.Errorf("claim slot %s of %s: %w", p.Slot.UTC().Format(time.RFC3339), p.Entry, err)

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // RunRequest is one slot handed to Options.Run.
@@ -23,6 +25,17 @@ type RunRequest struct {
 // not cancelled by the daemon's shutdown at first: only when running jobs
 // outlast Options.ShutdownTimeout.
 type RunFunc func(ctx context.Context, req RunRequest) int
+
+// Handoff hands slots to something that runs them elsewhere. Hand gets
+// the transaction that claims the slot and must do its work in it: the
+// claim commits only with the hand-off, so a slot is never claimed and
+// dropped; when Hand fails, nothing is claimed and the daemon tries the
+// slot again shortly.
+type Handoff interface {
+	// Takes reports whether the entry's slots are handed off.
+	Takes(e Entry) bool
+	Hand(ctx context.Context, tx pgx.Tx, req RunRequest) error
+}
 
 // Clock is the daemon's time source; tests substitute a fake one.
 type Clock interface {
@@ -45,7 +58,11 @@ type Options struct {
 	// Claims is where slots are claimed (and the ledger consulted).
 	Claims *Claims
 	Run    RunFunc
-	Clock  Clock
+	// Handoff, when set, takes the slots of the entries it accepts instead
+	// of Run: it hands each to something that runs it elsewhere (a task
+	// queue), in the transaction that claims the slot.
+	Handoff Handoff
+	Clock   Clock
 	// MaxWait caps every wait (1m), so a wall-clock jump or a resume from
 	// sleep is noticed within it.
 	MaxWait time.Duration
@@ -326,7 +343,11 @@ func (d *daemon) fire(ctx context.Context, es *entryState, slot time.Time, kind 
 			return nil
 		}
 	}
-	won, err := d.o.Claims.Claim(cctx, ClaimParams{Entry: e.Key, Job: e.Job, Slot: slot, Kind: kind, Host: d.o.Host, PID: d.o.PID})
+	params := ClaimParams{Entry: e.Key, Job: e.Job, Slot: slot, Kind: kind, Host: d.o.Host, PID: d.o.PID}
+	if d.o.Handoff != nil && d.o.Handoff.Takes(e) {
+		return d.handOff(cctx, es, params)
+	}
+	won, err := d.o.Claims.Claim(cctx, params)
 	if err != nil {
 		return err
 	}
@@ -354,6 +375,41 @@ func (d *daemon) fire(ctx context.Context, es *entryState, slot time.Time, kind 
 		d.stats.slot(e.Job, SlotRan)
 	}
 	d.launch(es, req)
+	return nil
+}
+
+// handOff claims the slot and hands it off in one transaction. Called
+// with d.mu held.
+func (d *daemon) handOff(ctx context.Context, es *entryState, p ClaimParams) error {
+	tx, err := d.o.Claims.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("claim slot %s of %s: %w", p.Slot.UTC().Format(time.RFC3339), p.Entry, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	won, err := d.o.Claims.claim(ctx, tx, p)
+	if err != nil {
+		return err
+	}
+	if !won {
+		d.stats.slot(p.Job, SlotLost)
+		d.log.Debug("slot claimed by another daemon", "job", p.Job, "slot", p.Slot.Format(time.RFC3339))
+		return nil
+	}
+	t0, now := time.Now(), d.now()
+	if err := d.o.Handoff.Hand(ctx, tx, RunRequest{Entry: es.e, Slot: p.Slot, Kind: p.Kind}); err != nil {
+		return fmt.Errorf("hand off slot %s of %s: %w", p.Slot.UTC().Format(time.RFC3339), p.Entry, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("hand off slot %s of %s: commit: %w", p.Slot.UTC().Format(time.RFC3339), p.Entry, err)
+	}
+	if p.Kind == KindCatchUp {
+		d.stats.slot(p.Job, SlotCatchUp)
+	} else {
+		d.stats.slot(p.Job, SlotRan)
+	}
+	d.started++
+	d.stats.start(p.Job, now.Sub(p.Slot))
+	d.stats.finish(p.Job, Outcome(0), time.Since(t0), d.now())
 	return nil
 }
 

@@ -242,6 +242,16 @@ func riverError(ctx context.Context, err error) error {
 
 // Enqueue implements Service.
 func (r *River) Enqueue(ctx context.Context, kind string, args json.RawMessage, opts EnqueueOptions) (Enqueued, error) {
+	return r.enqueue(ctx, nil, kind, args, opts)
+}
+
+// EnqueueTx is Enqueue inside tx: the task exists only if tx commits (a
+// daemon's slot claim and its task go together).
+func (r *River) EnqueueTx(ctx context.Context, tx pgx.Tx, kind string, args json.RawMessage, opts EnqueueOptions) (Enqueued, error) {
+	return r.enqueue(ctx, tx, kind, args, opts)
+}
+
+func (r *River) enqueue(ctx context.Context, tx pgx.Tx, kind string, args json.RawMessage, opts EnqueueOptions) (Enqueued, error) {
 	args, err := normalize(kind, args, &opts)
 	if err != nil {
 		return Enqueued{}, err
@@ -257,7 +267,12 @@ func (r *River) Enqueue(ctx context.Context, kind string, args json.RawMessage, 
 	if opts.UniqueFor > 0 {
 		io.UniqueOpts = river.UniqueOpts{ByArgs: true, ByPeriod: opts.UniqueFor}
 	}
-	res, err := r.client.Insert(ctx, rawArgs{kind: kind, raw: args}, io)
+	var res *rivertype.JobInsertResult
+	if tx != nil {
+		res, err = r.client.InsertTx(ctx, tx, rawArgs{kind: kind, raw: args}, io)
+	} else {
+		res, err = r.client.Insert(ctx, rawArgs{kind: kind, raw: args}, io)
+	}
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", kind, err)
 	}
