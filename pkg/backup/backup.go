@@ -86,6 +86,10 @@ type Options struct {
 	// afterLock, when set, runs once the copied tables are locked in the
 	// snapshot (a test queues a migration's lock there).
 	afterLock func()
+	// copyData, when set, runs before each piece of a copied table's COPY
+	// output is taken in, with the table's qualified name: the COPY is in
+	// flight while it runs (a test kills the server's backend there).
+	copyData func(table string)
 }
 
 // Validate names the first bad field.

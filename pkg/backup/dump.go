@@ -108,6 +108,7 @@ type copier struct {
 	p        *pipeline
 	gate     <-chan struct{} // closed once the schema entry is in the stream
 	mod      time.Time
+	copyData func(table string) // Options.copyData
 
 	mu   sync.Mutex
 	rows []int64 // per table
@@ -176,6 +177,10 @@ func (c *copier) worker(ctx context.Context, queue <-chan int) error {
 	}
 	for i := range queue {
 		w := &chunker{ctx: ctx, p: c.p, gate: c.gate, table: i + 1, mod: c.mod}
+		if c.copyData != nil {
+			name := c.tables[i].qualified()
+			w.hook = func() { c.copyData(name) }
+		}
 		_, err := conn.PgConn().CopyTo(ctx, w, c.tables[i].dumpSQL())
 		if err == nil {
 			err = w.finish()
@@ -208,11 +213,15 @@ type chunker struct {
 	seq   int
 	rows  int64
 	err   error
+	hook  func() // Options.copyData for this table
 }
 
 func (w *chunker) Write(b []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.hook != nil {
+		w.hook()
 	}
 	if w.cur == nil {
 		if w.err = w.start(); w.err != nil {
@@ -416,7 +425,8 @@ func dumpToStore(ctx context.Context, o *Options, snap *snapshot, pgDump, pgRest
 
 	// ip2a-ops's own COPY of the big tables.
 	var copiedRows []int64
-	cp := &copier{dbURL: o.DatabaseURL, snapshot: snap.id, encoding: encoding, tables: copies, jobs: o.Jobs, p: p, gate: gate, mod: mod}
+	cp := &copier{dbURL: o.DatabaseURL, snapshot: snap.id, encoding: encoding, tables: copies, jobs: o.Jobs, p: p, gate: gate, mod: mod,
+		copyData: o.copyData}
 	if len(copies) > 0 {
 		wg.Add(1)
 		go func() {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -289,17 +290,23 @@ func TestCopyKilledWhileStreamingToS3(t *testing.T) {
 	st, err := storage.Open(ctx, cfg)
 	require.NoError(t, err)
 	work := t.TempDir()
-	ready := make(chan struct{})
-	go func() {
-		defer close(ready)
-		for srv.BytesReceived() < 1<<20 && t.Context().Err() == nil {
-			time.Sleep(time.Millisecond)
+	// Once the server has 1 MiB of the object, the next piece of the bulk
+	// table's COPY waits until the server's backend running that COPY has
+	// been terminated: the kill lands mid-COPY however slow the machine.
+	var once sync.Once
+	var kr killResult
+	copyData := func(table string) {
+		if table != "public."+bulkTable || srv.BytesReceived() < 1<<20 {
+			return
 		}
-	}()
-	kch := make(chan *killer, 1)
-	go func() { <-ready; kch <- startKiller(t, dbName(t, src), `COPY "public"."`+bulkTable+`" % TO STDOUT`) }()
-	res, err := Run(ctx, Options{DatabaseURL: src, Store: st, WorkDir: work, CopyMinBytes: 1})
-	kr := (<-kch).wait()
+		once.Do(func() {
+			k := startKiller(t, dbName(t, src), `COPY "public"."`+bulkTable+`" % TO STDOUT`)
+			kr = <-k.done
+			k.done <- kr
+		})
+	}
+	res, err := Run(ctx, Options{DatabaseURL: src, Store: st, WorkDir: work, CopyMinBytes: 1, copyData: copyData})
+	require.NotEmpty(t, kr.query, "the COPY ended before the server had 1 MiB of the object")
 	require.NoError(t, kr.err)
 	require.NotErrorIs(t, err, context.Canceled)
 	requireDumpFailed(t, res, err, "copy public."+bulkTable+": ", st, work)
