@@ -195,12 +195,22 @@ func (l *Ledger) Start(ctx context.Context, p StartParams) (Run, error) {
 	// The insert comes first: most starts find the job free, and then one
 	// statement is all a start costs (a worker runs many short tasks).
 	for attempt := 0; attempt < 3; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return Run{}, err
+		}
 		// Only what the server chose comes back; the rest is p.
 		r := Run{Job: p.Job, Trigger: p.Trigger, Host: p.Host, PID: p.PID, Args: p.Args, State: Running, TaskID: taskID}
-		err := l.w.QueryRow(ctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
+		// The claim is not cut short by the caller's cancellation (SIGINT):
+		// an INSERT interrupted in flight may still commit, and then a
+		// running row would be left that no one finishes. It is bounded by
+		// claimTimeout instead; the caller sees its cancellation right
+		// after, with the run recorded, and ends it interrupted.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+		err := l.w.QueryRow(cctx, `INSERT INTO `+l.table+` (job, trigger, host, pid, args, state, slot, database_id, task_id)
 			VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7, $8)
 			ON CONFLICT (job) WHERE state = 'running' DO NOTHING RETURNING id, started_at, heartbeat_at, slot`,
 			p.Job, p.Trigger, p.Host, p.PID, args, p.Slot, dbID, taskID).Scan(&r.ID, &r.StartedAt, &r.HeartbeatAt, &r.Slot)
+		cancel()
 		if err == nil {
 			return r, nil
 		}
@@ -288,6 +298,10 @@ func (l *Ledger) AbandonRunning(ctx context.Context, reason string) (int64, erro
 	}
 	return tag.RowsAffected(), nil
 }
+
+// claimTimeout bounds a Start's claim, which the caller's cancellation
+// does not cut short.
+const claimTimeout = 10 * time.Second
 
 // ErrLostClaim is returned by Heartbeat when the run's row is no longer
 // running (another process marked it abandoned): the job must stop.

@@ -394,3 +394,49 @@ func TestLazyCommitGroupsWrites(t *testing.T) {
 		require.Equal(t, c.state, got.State, c.run.Job)
 	}
 }
+
+// TestStartIsNotCutShort: a caller cancelled while its claim is on the
+// server still gets the run the claim recorded (and can end it), instead
+// of an error that leaves a running row no one finishes.
+func TestStartIsNotCutShort(t *testing.T) {
+	t.Parallel()
+	l, pool := newLedger(t)
+	ctx := t.Context()
+	// Another session's uncommitted claim of the job makes this claim
+	// wait for it on the unique index.
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = tx.Exec(ctx, `INSERT INTO ip2a_ops.runs (job, trigger, host, pid, state) VALUES ('nightly', 'cron', 'h', 1, 'running')`)
+	require.NoError(t, err)
+	cctx, cancel := context.WithCancel(ctx)
+	type started struct {
+		run Run
+		err error
+	}
+	done := make(chan started, 1)
+	go func() {
+		r, err := l.Start(cctx, StartParams{Job: "nightly", Trigger: "manual", Host: "h", PID: 2})
+		done <- started{r, err}
+	}()
+	require.Eventually(t, func() bool {
+		var waiting int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return waiting == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	select {
+	case s := <-done:
+		t.Fatalf("Start returned while its claim waited on the server: %+v", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, tx.Rollback(ctx))
+	s := <-done
+	require.NoError(t, s.err)
+	require.NoError(t, l.Finish(ctx, s.run.ID, Interrupted, exitcode.Interrupted, "interrupted", nil))
+	got, err := l.Get(ctx, s.run.ID)
+	require.NoError(t, err)
+	require.Equal(t, Interrupted, got.State)
+	_, err = l.Start(cctx, StartParams{Job: "nightly", Trigger: "manual", Host: "h", PID: 3})
+	require.ErrorIs(t, err, context.Canceled, "a caller already cancelled claims nothing")
+}
