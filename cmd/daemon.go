@@ -263,13 +263,19 @@ func runDaemon(ctx context.Context, d *deps, o daemonOptions) error {
 		Claims: claims, Host: host, PID: os.Getpid(), Logger: d.logger, Stats: stats,
 		MaxWait: o.maxWait, LateAfter: o.lateAfter, ShutdownTimeout: o.shutdownTimeout,
 		Run: func(ctx context.Context, req scheduler.RunRequest) int {
-			child := newDeps(Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr, Getenv: d.childGetenv(req, url), Now: d.now})
+			child := d.child(req, url)
 			defer child.close()
 			return child.exit(child.runEntry(ctx, req))
 		},
 		Handoff: handoff,
 	})
 	return err
+}
+
+// child is the dependencies of an entry's in-process run (or hand-off):
+// the daemon's streams and clock, the entry's environment.
+func (d *deps) child(req scheduler.RunRequest, url string) *deps {
+	return newDeps(Env{Stdin: strings.NewReader(""), Stdout: d.stdout, Stderr: d.stderr, Getenv: d.childGetenv(req, url), Now: d.now})
 }
 
 // childGetenv is the environment of an entry's in-process run: the

@@ -64,7 +64,7 @@ func (h *slotHandoff) Takes(e scheduler.Entry) bool {
 // scheduled at the slot so a worker runs it at once, with the slot in its
 // metadata for the ledger.
 func (h *slotHandoff) Hand(ctx context.Context, tx pgx.Tx, req scheduler.RunRequest) error {
-	d := newDeps(Env{Stdin: strings.NewReader(""), Stdout: h.d.stdout, Stderr: h.d.stderr, Getenv: h.d.childGetenv(req, h.url), Now: h.d.now})
+	d := h.d.child(req, h.url)
 	defer d.close()
 	d.capture = true
 	if err := d.execute(ctx, req.Entry.Args); err != nil {

@@ -159,10 +159,14 @@ func (g *group) flush(batch []*groupReq) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	if len(live) == 1 || !g.sendGroup(ctx, live) {
-		// Alone, or the group's transaction rolled back: each on its own.
+	if len(live) == 1 || g.send(ctx, live) != nil {
+		// Alone, or the group's transaction rolled back: each on its own,
+		// so a bad write fails only itself.
 		for _, r := range live {
-			g.sendOne(ctx, r)
+			r.tag, r.err = pgconn.CommandTag{}, nil
+			if err := g.send(ctx, []*groupReq{r}); err != nil {
+				r.err = err
+			}
 		}
 	}
 	for _, r := range live {
@@ -175,28 +179,28 @@ func (g *group) flush(batch []*groupReq) {
 // so it is safe behind a transaction pooler.
 const lazyCommitSQL = "SELECT set_config('synchronous_commit', 'off', true)"
 
-// sendGroup sends the writes as one batch (one implicit transaction) and
-// reports whether it committed. A statement's own "no rows" is its
-// result; any other error means the transaction (or the connection) is
-// gone and, as far as the caller knows, nothing was written.
-func (g *group) sendGroup(ctx context.Context, live []*groupReq) bool {
+// send sends reqs as one batch (one implicit transaction, one round trip)
+// and returns nil when it committed. Each request keeps its own result; a
+// statement's "no rows" is its result, not a failure. Any other error
+// means the transaction (or the connection) is gone: as far as the caller
+// knows, nothing of the batch was written.
+func (g *group) send(ctx context.Context, reqs []*groupReq) error {
 	b := &pgx.Batch{}
 	b.Queue(lazyCommitSQL)
-	for _, r := range live {
+	for _, r := range reqs {
 		b.Queue(r.sql, r.args...)
 	}
 	br := g.pool.SendBatch(ctx, b)
 	_, err := br.Exec()
-	for _, r := range live {
+	for _, r := range reqs {
 		if err != nil {
 			break
 		}
 		if r.query {
 			r.err = br.QueryRow().Scan(r.dest...)
-			if errors.Is(r.err, pgx.ErrNoRows) {
-				continue
+			if !errors.Is(r.err, pgx.ErrNoRows) {
+				err = r.err
 			}
-			err = r.err
 		} else {
 			r.tag, err = br.Exec()
 		}
@@ -204,25 +208,5 @@ func (g *group) sendGroup(ctx context.Context, live []*groupReq) bool {
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return err == nil
-}
-
-// sendOne sends one write in its own batch (lazy commit, one round trip).
-func (g *group) sendOne(ctx context.Context, r *groupReq) {
-	b := &pgx.Batch{}
-	b.Queue(lazyCommitSQL)
-	b.Queue(r.sql, r.args...)
-	br := g.pool.SendBatch(ctx, b)
-	_, err := br.Exec()
-	if err == nil {
-		if r.query {
-			err = br.QueryRow().Scan(r.dest...)
-		} else {
-			r.tag, err = br.Exec()
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	r.err = err
+	return err
 }
